@@ -1,0 +1,93 @@
+"""From a URL to a configured SQLAlchemy engine: pragmas, pools and how transactions begin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.pool import StaticPool
+
+from codex_state.errors import StateDbOpenError
+
+WRITE_OPTION = "codex_state_write"
+"""Execution option that marks a connection's transactions as writes (see `_begin`)."""
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+SQLITE_POOL_SIZE = 5
+
+
+def parse_url(url: str | URL) -> URL:
+    """Parse and sanity-check a database URL, raising `StateDbOpenError` for a bad one."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as err:
+        raise StateDbOpenError(f"invalid database URL {url!r}: {err}") from err
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StateDbOpenError(
+            f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+            "use sqlite:// or postgresql+psycopg://"
+        )
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        # psycopg 3 is the driver this package is tested with (the `postgres` extra).
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def is_sqlite_memory(url: URL) -> bool:
+    database = url.database or ""
+    return url.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:") or url.query.get("mode") == "memory"
+    )
+
+
+def make_engine(url: str | URL) -> Engine:
+    """An engine whose connections behave as the state database needs on this backend."""
+    parsed = parse_url(url)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            return _sqlite_engine(parsed)
+        return create_engine(parsed, pool_size=5, max_overflow=5, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError, ImportError) as err:
+        shown = parsed.render_as_string(hide_password=True)
+        raise StateDbOpenError(f"cannot open database URL {shown!r}: {err}") from err
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    memory = is_sqlite_memory(url)
+    options: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+    if memory:
+        # One connection is the database; every session shares it (the runtime serialises use).
+        options["poolclass"] = StaticPool
+    else:
+        options.update(pool_size=SQLITE_POOL_SIZE, max_overflow=0, pool_timeout=30)
+    engine = create_engine(url, **options)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # We issue BEGIN ourselves (below); pysqlite's implicit BEGIN would always be DEFERRED.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # Wait for another writer instead of failing at once with "database is locked".
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            # The schema's ON DELETE CASCADE foreign keys only act when enforcement is on.
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if not memory:
+                # WAL lets readers proceed while one writer commits; NORMAL is durable across
+                # application crashes in WAL mode and much cheaper than FULL (the seed's choice).
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # A write transaction takes the write lock up front. A DEFERRED transaction that reads
+        # first and writes later cannot wait for the lock (SQLite returns SQLITE_BUSY at once to
+        # avoid deadlock), which is the "database is locked" failure of the Rust original.
+        # Reads stay DEFERRED so they never block on, or block, a writer.
+        write = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine

@@ -1,0 +1,253 @@
+"""pydantic values that cross the public API; ORM rows never leave the repositories."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    model_validator,
+)
+
+from codex_state.clock import utc_whole_seconds
+from codex_state.errors import InvalidThreadIdError
+
+DEFAULT_SOURCE = "vscode"
+DEFAULT_SANDBOX_POLICY = '{"type":"read-only"}'
+DEFAULT_APPROVAL_MODE = "on-request"
+
+
+def parse_thread_id(value: uuid.UUID | str) -> uuid.UUID:
+    """A thread id as a UUID; any case of the string form is accepted."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise InvalidThreadIdError(f"invalid thread id: {value!r}")
+
+
+def _thread_id_field(value: Any) -> uuid.UUID:
+    return parse_thread_id(value)
+
+
+ThreadId = Annotated[uuid.UUID, BeforeValidator(_thread_id_field)]
+"""A UUID field that also takes the string form."""
+
+UtcSeconds = Annotated[datetime, AfterValidator(utc_whole_seconds)]
+"""An aware UTC datetime truncated to whole seconds (naive input is taken as UTC)."""
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SortKey(StrEnum):
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+
+
+class BackfillStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETE = "complete"
+
+
+class Phase1ClaimKind(StrEnum):
+    CLAIMED = "claimed"
+    SKIPPED_TERMINAL_FAILURE = "skipped_terminal_failure"
+    SKIPPED_UP_TO_DATE = "skipped_up_to_date"
+    SKIPPED_RUNNING = "skipped_running"
+
+
+class ThreadMetadata(_Value):
+    """One row of `threads`, as the seed's `ThreadMetadata`."""
+
+    id: ThreadId
+    rollout_path: Path
+    created_at: UtcSeconds
+    updated_at: UtcSeconds
+    source: str
+    model_provider: str
+    cwd: Path
+    cli_version: str = ""
+    title: str = ""
+    sandbox_policy: str = DEFAULT_SANDBOX_POLICY
+    approval_mode: str = DEFAULT_APPROVAL_MODE
+    tokens_used: int = 0
+    first_user_message: str | None = None
+    archived_at: UtcSeconds | None = None
+    git_sha: str | None = None
+    git_branch: str | None = None
+    git_origin_url: str | None = None
+
+    @property
+    def archived(self) -> bool:
+        return self.archived_at is not None
+
+    def diff_fields(self, other: ThreadMetadata) -> list[str]:
+        """Names of the fields that differ from `other`, in declaration order."""
+        return [
+            name
+            for name in type(self).model_fields
+            if getattr(self, name) != getattr(other, name)
+        ]
+
+
+class ThreadMetadataBuilder(BaseModel):
+    """What is known of a thread before its items are applied (the seed's builder)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    id: ThreadId
+    rollout_path: Path
+    created_at: datetime
+    updated_at: datetime | None = None
+    source: str = DEFAULT_SOURCE
+    model_provider: str | None = None
+    cwd: Path = Path()
+    cli_version: str | None = None
+    sandbox_policy: str = DEFAULT_SANDBOX_POLICY
+    approval_mode: str = DEFAULT_APPROVAL_MODE
+    archived_at: datetime | None = None
+    git_sha: str | None = None
+    git_branch: str | None = None
+    git_origin_url: str | None = None
+
+    def build(self, default_provider: str) -> ThreadMetadata:
+        """Metadata with the seed's defaults: no title, no tokens, no first message yet."""
+        return ThreadMetadata(
+            id=self.id,
+            rollout_path=self.rollout_path,
+            created_at=self.created_at,
+            updated_at=self.updated_at if self.updated_at is not None else self.created_at,
+            source=self.source,
+            model_provider=self.model_provider or default_provider,
+            cwd=self.cwd,
+            cli_version=self.cli_version or "",
+            sandbox_policy=self.sandbox_policy,
+            approval_mode=self.approval_mode,
+            archived_at=self.archived_at,
+            git_sha=self.git_sha,
+            git_branch=self.git_branch,
+            git_origin_url=self.git_origin_url,
+        )
+
+
+class Anchor(_Value):
+    """Keyset position: the sort column's time and the id of the last item of a page."""
+
+    ts: UtcSeconds
+    id: ThreadId
+
+
+class ThreadsPage(_Value):
+    items: list[ThreadMetadata]
+    next_anchor: Anchor | None = None
+    num_scanned_rows: int = 0
+
+
+class DynamicToolSpec(_Value):
+    """A tool the client declared at thread start; `inputSchema` in rollout JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    name: str
+    description: str
+    input_schema: JsonValue = Field(alias="inputSchema")
+
+
+class ThreadMemory(_Value):
+    thread_id: ThreadId
+    scope_kind: str
+    scope_key: str
+    raw_memory: str
+    memory_summary: str
+    updated_at: UtcSeconds
+    last_used_at: UtcSeconds | None = None
+    used_count: int = 0
+    invalidated_at: UtcSeconds | None = None
+    invalid_reason: str | None = None
+
+
+class Phase1JobClaimOutcome(_Value):
+    """Result of `try_claim_phase1_job`; `ownership_token` is set exactly when claimed."""
+
+    kind: Phase1ClaimKind
+    ownership_token: str | None = None
+
+    @model_validator(mode="after")
+    def _token_iff_claimed(self) -> Phase1JobClaimOutcome:
+        if (self.kind is Phase1ClaimKind.CLAIMED) != (self.ownership_token is not None):
+            raise ValueError("ownership_token is set exactly when the job was claimed")
+        return self
+
+    @property
+    def claimed(self) -> bool:
+        return self.kind is Phase1ClaimKind.CLAIMED
+
+
+class BackfillState(_Value):
+    status: BackfillStatus = BackfillStatus.PENDING
+    last_watermark: str | None = None
+    last_success_at: UtcSeconds | None = None
+
+
+class BackfillStats(_Value):
+    scanned: int = 0
+    upserted: int = 0
+    failed: int = 0
+
+
+class LogEntry(_Value):
+    """A log record to insert; `ts` is epoch seconds and `ts_nanos` the sub-second part."""
+
+    ts: int
+    ts_nanos: int = 0
+    level: str
+    target: str
+    message: str | None = None
+    thread_id: str | None = None
+    module_path: str | None = None
+    file: str | None = None
+    line: int | None = None
+
+
+class LogRow(_Value):
+    """A stored log record, as the seed's `LogRow` (which has no module_path)."""
+
+    id: int
+    ts: int
+    ts_nanos: int
+    level: str
+    target: str
+    message: str | None = None
+    thread_id: str | None = None
+    file: str | None = None
+    line: int | None = None
+
+
+class LogQuery(_Value):
+    """Filters for `query_logs` and `max_log_id`; every field is optional."""
+
+    level_upper: str | None = None
+    from_ts: int | None = None
+    to_ts: int | None = None
+    module_like: tuple[str, ...] = ()
+    file_like: tuple[str, ...] = ()
+    thread_ids: tuple[str, ...] = ()
+    include_threadless: bool = False
+    after_id: int | None = None
+    limit: int | None = Field(default=None, ge=0)
+    descending: bool = False

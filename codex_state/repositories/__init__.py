@@ -1,0 +1,1 @@
+"""Repositories: each takes a `Session`, runs its statements, and never commits."""
