@@ -233,9 +233,13 @@ def _describe(conn: Connection) -> dict[str, dict[str, object]]:
         if table not in present:
             continue
         facts: dict[str, object] = {}
+        key = tuple(inspector.get_pk_constraint(table)["constrained_columns"])
+        facts["primary key"] = key
         for column in inspector.get_columns(table):
-            facts[f"column {column['name']}"] = (str(column["type"]), column["nullable"])
-        facts["primary key"] = tuple(inspector.get_pk_constraint(table)["constrained_columns"])
+            # sqlx's `id TEXT PRIMARY KEY` omits NOT NULL that SQLAlchemy spells out; for a key
+            # column the difference is immaterial.
+            nullable = None if column["name"] in key else column["nullable"]
+            facts[f"column {column['name']}"] = (str(column["type"]), nullable)
         for index in inspector.get_indexes(table):
             facts[f"index {index['name']}"] = tuple(
                 str(name) for name in index.get("column_names", []) if name is not None
