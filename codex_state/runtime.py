@@ -9,25 +9,65 @@ is safe because the rolled-back attempt left nothing behind.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from sqlalchemy import URL, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from codex_state.clock import Clock, DatabaseClock, SystemClock
+from codex_state.clock import Clock, DatabaseClock, SystemClock, utc_whole_seconds
 from codex_state.engine import WRITE_OPTION, is_sqlite_memory, make_engine, parse_url
-from codex_state.errors import StateDbOpenError, StateError, translate_db_errors
+from codex_state.errors import (
+    InvalidInputError,
+    StateDbOpenError,
+    StateError,
+    ThreadNotFoundError,
+    translate_db_errors,
+)
 from codex_state.migrations import ensure_schema
-from codex_state.models import BackfillState
+from codex_state.models import (
+    Anchor,
+    BackfillState,
+    DynamicToolSpec,
+    LogEntry,
+    LogQuery,
+    LogRow,
+    Phase1JobClaimOutcome,
+    SortKey,
+    ThreadMemory,
+    ThreadMetadata,
+    ThreadsPage,
+    parse_thread_id,
+)
 from codex_state.paths import remove_legacy_state_files, state_db_path
 from codex_state.repositories.backfill import BackfillRepository
+from codex_state.repositories.jobs import (
+    ConsolidationRepository,
+    Phase1JobRepository,
+    owner_key,
+)
+from codex_state.repositories.logs import LogRepository, LogValues
+from codex_state.repositories.memories import SCOPE_KIND_CWD, MemoryRepository, path_key
+from codex_state.repositories.threads import (
+    ThreadRepository,
+    as_path,
+    check_anchor,
+    check_count,
+    check_sort_key,
+    check_strings,
+    coerce_tools,
+    file_mtime,
+    tool_params,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,15 +135,16 @@ class StateRuntime:
         The directory is created if needed and legacy state files in it are removed first.
         """
         home = Path(codex_home).expanduser()
+        path = state_db_path(home)
         try:
+            if home.exists() and not home.is_dir():
+                raise NotADirectoryError(f"cannot use codex home {home}: it is not a directory")
             home.mkdir(parents=True, exist_ok=True)
+            remove_legacy_state_files(home)
+            existed = path.exists()
         except OSError as err:
             _count(metrics, METRIC_DB_INIT, {"status": "open_error"})
-            reason = "it is not a directory" if home.exists() else err.strerror or str(err)
-            raise StateDbOpenError(f"cannot use codex home {home}: {reason}") from err
-        remove_legacy_state_files(home)
-        path = state_db_path(home)
-        existed = path.exists()
+            raise StateDbOpenError(f"cannot use codex home {home}: {err}") from err
         url = URL.create("sqlite", database=str(path))
         runtime = cls._open(url, str(path), default_provider, home, metrics, clock)
         if not existed:
@@ -254,9 +295,465 @@ class StateRuntime:
 
     # ------------------------------------------------------------------------------- threads
 
+    def get_thread(self, thread_id: uuid.UUID | str) -> ThreadMetadata | None:
+        key = parse_thread_id(thread_id)
+        return self._read("get_thread", lambda s: ThreadRepository(s).get(key))
+
+    def upsert_thread(self, metadata: ThreadMetadata) -> None:
+        """Insert the thread, or replace every column of the row with the same id."""
+        if not isinstance(metadata, ThreadMetadata):
+            raise InvalidInputError(f"expected ThreadMetadata, got {type(metadata).__name__}")
+        self._write("upsert_thread", lambda s: ThreadRepository(s).upsert(metadata))
+
+    def list_threads(
+        self,
+        page_size: int,
+        anchor: Anchor | None = None,
+        sort_key: SortKey = SortKey.CREATED_AT,
+        allowed_sources: Sequence[str] = (),
+        model_providers: Sequence[str] | None = None,
+        archived_only: bool = False,
+    ) -> ThreadsPage:
+        """One keyset page, newest first; pass the page's `next_anchor` to get the next one.
+
+        Threads without a first user message are hidden, as in Codex.
+        """
+        size = check_count("page_size", page_size)
+        after, key = check_anchor(anchor), check_sort_key(sort_key)
+        sources = check_strings("allowed_sources", allowed_sources)
+        providers = check_strings("model_providers", model_providers)
+        return self._read(
+            "list_threads",
+            lambda s: ThreadRepository(s).list_page(
+                size, after, key, sources, providers, bool(archived_only)
+            ),
+        )
+
+    def list_thread_ids(
+        self,
+        limit: int,
+        anchor: Anchor | None = None,
+        sort_key: SortKey = SortKey.CREATED_AT,
+        allowed_sources: Sequence[str] = (),
+        model_providers: Sequence[str] | None = None,
+        archived_only: bool = False,
+    ) -> list[uuid.UUID]:
+        """Ids of up to `limit` threads, with the filters and order of `list_threads`."""
+        size = check_count("limit", limit)
+        after, key = check_anchor(anchor), check_sort_key(sort_key)
+        sources = check_strings("allowed_sources", allowed_sources)
+        providers = check_strings("model_providers", model_providers)
+        rows = self._read(
+            "list_thread_ids",
+            lambda s: ThreadRepository(s).page(
+                limit=size,
+                anchor=after,
+                sort_key=key,
+                sources=sources,
+                providers=providers,
+                archived_only=bool(archived_only),
+                ids_only=True,
+            ),
+        )
+        return [uuid.UUID(row[0]) for row in rows]
+
+    def find_rollout_path_by_id(
+        self, thread_id: uuid.UUID | str, archived_only: bool | None = None
+    ) -> Path | None:
+        """The thread's rollout path; `archived_only` True/False also requires that state."""
+        key = parse_thread_id(thread_id)
+        if archived_only is not None and not isinstance(archived_only, bool):
+            raise InvalidInputError(f"archived_only must be None or a bool, got {archived_only!r}")
+        return self._read(
+            "find_rollout_path_by_id",
+            lambda s: ThreadRepository(s).find_rollout_path(key, archived_only),
+        )
+
+    def mark_archived(
+        self,
+        thread_id: uuid.UUID | str,
+        rollout_path: str | os.PathLike[str],
+        archived_at: datetime,
+    ) -> None:
+        """Record that the thread's rollout moved to `rollout_path` and was archived.
+
+        `updated_at` becomes the file's mtime when the file exists. Unknown threads are ignored.
+        """
+        if not isinstance(archived_at, datetime):
+            raise InvalidInputError(f"archived_at must be a datetime, got {archived_at!r}")
+        self._set_archived("mark_archived", thread_id, rollout_path, utc_whole_seconds(archived_at))
+
+    def mark_unarchived(
+        self, thread_id: uuid.UUID | str, rollout_path: str | os.PathLike[str]
+    ) -> None:
+        """Record that the thread's rollout moved back to `rollout_path`; see `mark_archived`."""
+        self._set_archived("mark_unarchived", thread_id, rollout_path, None)
+
+    def _set_archived(
+        self,
+        action: str,
+        thread_id: uuid.UUID | str,
+        rollout_path: str | os.PathLike[str],
+        archived_at: datetime | None,
+    ) -> None:
+        key = parse_thread_id(thread_id)
+        path = as_path("rollout_path", rollout_path)
+        update: dict[str, object] = {"archived_at": archived_at, "rollout_path": path}
+        mtime = file_mtime(path)
+        if mtime is not None:
+            update["updated_at"] = mtime
+
+        def work(session: Session) -> None:
+            repo = ThreadRepository(session)
+            metadata = repo.get(key)
+            if metadata is not None:
+                repo.upsert(metadata.model_copy(update=update))
+
+        self._write(action, work)
+
+    def get_dynamic_tools(self, thread_id: uuid.UUID | str) -> list[DynamicToolSpec] | None:
+        """The tools declared at thread start, in order; None when none were stored."""
+        key = parse_thread_id(thread_id)
+        return self._read("get_dynamic_tools", lambda s: ThreadRepository(s).get_dynamic_tools(key))
+
+    def persist_dynamic_tools(
+        self,
+        thread_id: uuid.UUID | str,
+        tools: Sequence[DynamicToolSpec | Mapping[str, Any]] | None,
+    ) -> None:
+        """Store the thread's dynamic tools unless already stored: the first write wins.
+
+        Raises:
+            ThreadNotFoundError: the thread has no row (tools belong to a thread).
+        """
+        key = parse_thread_id(thread_id)
+        if tools is None:
+            return
+        rows = tool_params(key, coerce_tools(tools))
+        if not rows:
+            return
+
+        def work(session: Session) -> None:
+            repo = ThreadRepository(session)
+            if not repo.exists(key):
+                raise ThreadNotFoundError(key)
+            repo.insert_dynamic_tools_many(rows)
+
+        self._write("persist_dynamic_tools", work)
+
     # ------------------------------------------------------------------- memories and jobs
 
+    def get_thread_memory(self, thread_id: uuid.UUID | str) -> ThreadMemory | None:
+        """The thread's most recently updated memory across all scopes, if any."""
+        key = str(parse_thread_id(thread_id))
+        return self._read("get_thread_memory", lambda s: MemoryRepository(s).get_newest(key))
+
+    def upsert_thread_memory(
+        self, thread_id: uuid.UUID | str, raw_memory: str, memory_summary: str
+    ) -> ThreadMemory:
+        """Write the thread's memory in the `cwd` scope keyed by the thread's stored cwd.
+
+        Raises:
+            ThreadNotFoundError: no thread has this id.
+        """
+        key = str(parse_thread_id(thread_id))
+        _check_texts(raw_memory=raw_memory, memory_summary=memory_summary)
+        return self._write(
+            "upsert_thread_memory",
+            lambda s: MemoryRepository(s).upsert_cwd_scope(
+                key, raw_memory, memory_summary, self._now(s)
+            ),
+        )
+
+    def upsert_thread_memory_for_scope(
+        self,
+        thread_id: uuid.UUID | str,
+        scope_kind: str,
+        scope_key: str,
+        raw_memory: str,
+        memory_summary: str,
+    ) -> ThreadMemory:
+        """Insert or replace the thread's memory in one scope; `updated_at` always advances.
+
+        Raises:
+            ThreadNotFoundError: no thread has this id.
+        """
+        key = str(parse_thread_id(thread_id))
+        _check_texts(
+            scope_kind=scope_kind,
+            scope_key=scope_key,
+            raw_memory=raw_memory,
+            memory_summary=memory_summary,
+        )
+        return self._write(
+            "upsert_thread_memory_for_scope",
+            lambda s: MemoryRepository(s).upsert(
+                key, scope_kind, scope_key, raw_memory, memory_summary, self._now(s)
+            ),
+        )
+
+    def upsert_thread_memory_for_scope_if_phase1_owner(
+        self,
+        thread_id: uuid.UUID | str,
+        scope_kind: str,
+        scope_key: str,
+        ownership_token: str,
+        raw_memory: str,
+        memory_summary: str,
+    ) -> ThreadMemory | None:
+        """Like `upsert_thread_memory_for_scope`, but only while `ownership_token` owns the
+        running phase-1 job of this (thread, scope); returns None when it does not.
+
+        Raises:
+            ThreadNotFoundError: no thread has this id.
+        """
+        key = str(parse_thread_id(thread_id))
+        _check_texts(
+            scope_kind=scope_kind,
+            scope_key=scope_key,
+            ownership_token=ownership_token,
+            raw_memory=raw_memory,
+            memory_summary=memory_summary,
+        )
+        return self._write(
+            "upsert_thread_memory_for_scope_if_phase1_owner",
+            lambda s: MemoryRepository(s).upsert_if_owner(
+                key,
+                scope_kind,
+                scope_key,
+                ownership_token,
+                raw_memory,
+                memory_summary,
+                self._now(s),
+            ),
+        )
+
+    def get_last_n_thread_memories_for_cwd(
+        self, cwd: str | os.PathLike[str], n: int
+    ) -> list[ThreadMemory]:
+        """The `n` newest valid memories of the `cwd` scope whose key is exactly `cwd`."""
+        return self.get_last_n_thread_memories_for_scope(SCOPE_KIND_CWD, path_key(cwd), n)
+
+    def get_last_n_thread_memories_for_scope(
+        self, scope_kind: str, scope_key: str, n: int
+    ) -> list[ThreadMemory]:
+        """The `n` newest valid (not invalidated) memories of a scope, newest first."""
+        _check_texts(scope_kind=scope_kind, scope_key=scope_key)
+        limit = check_count("n", n)
+        return self._read(
+            "get_last_n_thread_memories_for_scope",
+            lambda s: MemoryRepository(s).last_n_for_scope(scope_kind, scope_key, limit),
+        )
+
+    def try_claim_phase1_job(
+        self,
+        thread_id: uuid.UUID | str,
+        scope_kind: str,
+        scope_key: str,
+        owner_session_id: uuid.UUID | str,
+        source_updated_at: int,
+        lease_seconds: int,
+    ) -> Phase1JobClaimOutcome:
+        """Claim the phase-1 job of (thread, scope) for `source_updated_at` (epoch seconds).
+
+        Claimed (with a fresh ownership token) when there is no job, the running lease is older
+        than `lease_seconds`, or the job succeeded on older input. Losing a race to another
+        claimer is `skipped_running`, never an error.
+
+        Raises:
+            ThreadNotFoundError: no thread has this id.
+            InvalidInputError: `lease_seconds` is negative (the seed clamped it to 0).
+        """
+        key = str(parse_thread_id(thread_id))
+        owner = owner_key(owner_session_id)
+        _check_texts(scope_kind=scope_kind, scope_key=scope_key)
+        _check_epoch("source_updated_at", source_updated_at)
+        lease = check_count("lease_seconds", lease_seconds)
+        return self._write(
+            "try_claim_phase1_job",
+            lambda s: Phase1JobRepository(s).try_claim(
+                key, scope_kind, scope_key, owner, source_updated_at, lease, self._now(s)
+            ),
+        )
+
+    def mark_phase1_job_succeeded(
+        self,
+        thread_id: uuid.UUID | str,
+        scope_kind: str,
+        scope_key: str,
+        ownership_token: str,
+        raw_memory_path: str,
+        summary_hash: str,
+    ) -> bool:
+        """Finish the job as succeeded; False when `ownership_token` no longer owns it."""
+        key = str(parse_thread_id(thread_id))
+        _check_texts(
+            scope_kind=scope_kind,
+            scope_key=scope_key,
+            ownership_token=ownership_token,
+            raw_memory_path=raw_memory_path,
+            summary_hash=summary_hash,
+        )
+        return self._write(
+            "mark_phase1_job_succeeded",
+            lambda s: Phase1JobRepository(s).mark_succeeded(
+                key,
+                scope_kind,
+                scope_key,
+                ownership_token,
+                raw_memory_path,
+                summary_hash,
+                self._now(s),
+            ),
+        )
+
+    def mark_phase1_job_failed(
+        self,
+        thread_id: uuid.UUID | str,
+        scope_kind: str,
+        scope_key: str,
+        ownership_token: str,
+        failure_reason: str,
+    ) -> bool:
+        """Finish the job as failed (terminal); False when `ownership_token` no longer owns it."""
+        key = str(parse_thread_id(thread_id))
+        _check_texts(
+            scope_kind=scope_kind,
+            scope_key=scope_key,
+            ownership_token=ownership_token,
+            failure_reason=failure_reason,
+        )
+        return self._write(
+            "mark_phase1_job_failed",
+            lambda s: Phase1JobRepository(s).mark_failed(
+                key, scope_kind, scope_key, ownership_token, failure_reason, self._now(s)
+            ),
+        )
+
+    def renew_phase1_job_lease(
+        self,
+        thread_id: uuid.UUID | str,
+        scope_kind: str,
+        scope_key: str,
+        ownership_token: str,
+    ) -> bool:
+        """Restart the job's lease from now; False when `ownership_token` no longer owns it."""
+        key = str(parse_thread_id(thread_id))
+        _check_texts(scope_kind=scope_kind, scope_key=scope_key, ownership_token=ownership_token)
+        return self._write(
+            "renew_phase1_job_lease",
+            lambda s: Phase1JobRepository(s).renew_lease(
+                key, scope_kind, scope_key, ownership_token, self._now(s)
+            ),
+        )
+
+    def mark_memory_scope_dirty(self, scope_kind: str, scope_key: str, dirty: bool) -> None:
+        """Flag a scope as needing (or no longer needing) phase-2 consolidation."""
+        _check_texts(scope_kind=scope_kind, scope_key=scope_key)
+        if not isinstance(dirty, bool):
+            raise InvalidInputError(f"dirty must be a bool, got {dirty!r}")
+        self._write(
+            "mark_memory_scope_dirty",
+            lambda s: ConsolidationRepository(s).mark_scope_dirty(
+                scope_kind, scope_key, dirty, self._now(s)
+            ),
+        )
+
+    def try_acquire_memory_consolidation_lock(
+        self, cwd: str | os.PathLike[str], working_thread_id: uuid.UUID | str, lease_seconds: int
+    ) -> bool:
+        """Take or renew the consolidation lock of `cwd` (a memory root).
+
+        True when it was free, already held by `working_thread_id`, or held by someone whose
+        last acquire is at least `lease_seconds` old.
+
+        Raises:
+            InvalidInputError: `lease_seconds` is negative (the seed clamped it to 0).
+        """
+        path, owner = path_key(cwd), owner_key(working_thread_id)
+        lease = check_count("lease_seconds", lease_seconds)
+        return self._write(
+            "try_acquire_memory_consolidation_lock",
+            lambda s: ConsolidationRepository(s).try_acquire_lock(
+                path, owner, lease, self._now(s)
+            ),
+        )
+
+    def release_memory_consolidation_lock(
+        self, cwd: str | os.PathLike[str], working_thread_id: uuid.UUID | str
+    ) -> bool:
+        """Release the lock of `cwd` if `working_thread_id` holds it; True when released."""
+        path, owner = path_key(cwd), owner_key(working_thread_id)
+        return self._write(
+            "release_memory_consolidation_lock",
+            lambda s: ConsolidationRepository(s).release_lock(path, owner),
+        )
+
+
     # ---------------------------------------------------------------------------------- logs
+
+    def insert_log(self, entry: LogEntry) -> None:
+        self.insert_logs((entry,))
+
+    def insert_logs(self, entries: Iterable[LogEntry]) -> None:
+        """Insert a batch of log entries in one transaction (one executemany)."""
+        batch = list(entries)
+        if batch:
+            self._write("insert_logs", lambda s: LogRepository(s).insert(batch))
+
+    def insert_log_rows(self, rows: Sequence[LogValues]) -> None:
+        """Insert rows in `codex_state.repositories.logs.INSERT_COLUMNS` order, unvalidated.
+
+        The batching log handler's path: it builds the tuples itself, so validating each
+        record again as a `LogEntry` would only cost time on the writer thread.
+        """
+        if rows:
+            self._write("insert_logs", lambda s: LogRepository(s).insert_rows(rows))
+
+    def query_logs(self, query: LogQuery) -> list[LogRow]:
+        """Rows matching every filter of `query`, ordered by id."""
+        return self._read("query_logs", lambda s: LogRepository(s).query(query))
+
+    def max_log_id(self, query: LogQuery | None = None) -> int:
+        """The largest id matching `query`'s filters, 0 when none match."""
+        return self._read(
+            "max_log_id", lambda s: LogRepository(s).max_id(query or LogQuery())
+        )
+
+    def delete_logs_before(self, cutoff_ts: int, *, limit: int | None = None) -> int:
+        """Delete rows older than `cutoff_ts` (epoch seconds); returns how many went.
+
+        With `limit`, at most that many rows go in this one short transaction: call again
+        until it returns less than `limit` to clear a large backlog without long locks.
+        """
+        _check_limit(limit)
+        return self._write(
+            "delete_logs_before", lambda s: LogRepository(s).delete_before(cutoff_ts, limit)
+        )
+
+    def trim_logs(self, max_rows: int, *, limit: int = 5000) -> int:
+        """Delete up to `limit` of the oldest rows beyond the newest `max_rows` rows."""
+        if max_rows < 0:
+            raise InvalidInputError(f"max_rows must be >= 0, got {max_rows}")
+        _check_limit(limit)
+        return self._write("trim_logs", lambda s: LogRepository(s).trim_to(max_rows, limit))
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit <= 0:
+        raise InvalidInputError(f"limit must be > 0, got {limit}")
+
+
+def _check_texts(**values: object) -> None:
+    """Text arguments of the memory API must be str: a None or bytes would be stored as is."""
+    for name, value in values.items():
+        if not isinstance(value, str):
+            raise InvalidInputError(f"{name} must be a str, got {type(value).__name__}")
+
+
+def _check_epoch(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{name} must be epoch seconds (int), got {value!r}")
 
 
 def _count(metrics: Metrics | None, name: str, tags: dict[str, str]) -> None:

@@ -43,7 +43,7 @@ def test_only_regular_legacy_files_are_removed(codex_home: Path, tmp_path: Path)
         "state_x1.sqlite",
         "state_1.sqlite.bak",
         "state_1.sqlite-wal-shm",
-        "state_１.sqlite",  # a non-ASCII digit
+        "state_\uff11.sqlite",  # a non-ASCII (fullwidth) digit
         "mystate.sqlite",
         "state.sqlite3",
         "notes.txt",

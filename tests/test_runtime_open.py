@@ -57,7 +57,7 @@ def test_from_url_has_no_codex_home_and_reports_creation(backend: Backend) -> No
     runtime = backend.runtime(metrics=metrics)
     assert runtime.codex_home is None
     assert metrics.statuses() == ["opened", "created"]
-    if not backend.name == "sqlite_memory":
+    if backend.name != "sqlite_memory":
         again = RecordingMetrics()
         backend.runtime(metrics=again)
         assert again.statuses() == ["opened"]
