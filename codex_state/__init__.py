@@ -2,14 +2,17 @@
 
 from codex_state.clock import Clock, DatabaseClock, ManualClock, SystemClock
 from codex_state.errors import (
+    BackfillRunningError,
     DatabaseError,
     InvalidInputError,
     InvalidThreadIdError,
+    RolloutReadError,
     SchemaMismatchError,
     StateDbOpenError,
     StateError,
     ThreadNotFoundError,
 )
+from codex_state.logging import StateLogHandler, log_thread_id
 from codex_state.models import (
     Anchor,
     BackfillState,
@@ -39,6 +42,7 @@ __all__ = [
     "STATE_DB_FILENAME",
     "STATE_DB_VERSION",
     "Anchor",
+    "BackfillRunningError",
     "BackfillState",
     "BackfillStats",
     "BackfillStatus",
@@ -55,10 +59,12 @@ __all__ = [
     "Metrics",
     "Phase1ClaimKind",
     "Phase1JobClaimOutcome",
+    "RolloutReadError",
     "SchemaMismatchError",
     "SortKey",
     "StateDbOpenError",
     "StateError",
+    "StateLogHandler",
     "StateRuntime",
     "SystemClock",
     "ThreadMemory",
@@ -66,6 +72,7 @@ __all__ = [
     "ThreadMetadataBuilder",
     "ThreadNotFoundError",
     "ThreadsPage",
+    "log_thread_id",
     "state_db_filename",
     "state_db_path",
 ]

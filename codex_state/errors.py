@@ -40,6 +40,14 @@ class InvalidInputError(StateError, ValueError):
     """An argument is out of range or malformed; nothing was written."""
 
 
+class RolloutReadError(StateError):
+    """A rollout file cannot be read, or yields no thread (empty, no session_meta, bad name)."""
+
+
+class BackfillRunningError(StateError):
+    """Another process holds the backfill lease, or took it over from this one."""
+
+
 @contextmanager
 def translate_db_errors(action: str) -> Iterator[None]:
     """Re-raise SQLAlchemy/driver errors as `DatabaseError` so they never escape raw."""

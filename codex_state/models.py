@@ -49,6 +49,25 @@ UtcSeconds = Annotated[datetime, AfterValidator(utc_whole_seconds)]
 """An aware UTC datetime truncated to whole seconds (naive input is taken as UTC)."""
 
 
+def canonical_log_thread_id(value: Any) -> Any:
+    """A UUID (object or any-case string) in its stored lowercase form; other text unchanged.
+
+    The seed's log layer stores whatever `thread_id` an event carried, so non-UUID text stays
+    valid, but a UUID must match however it was spelled when logged or queried.
+    """
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str):
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            return value
+    return value
+
+
+LogThreadId = Annotated[str, BeforeValidator(canonical_log_thread_id)]
+
+
 class _Value(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -218,7 +237,7 @@ class LogEntry(_Value):
     level: str
     target: str
     message: str | None = None
-    thread_id: str | None = None
+    thread_id: LogThreadId | None = None
     module_path: str | None = None
     file: str | None = None
     line: int | None = None
@@ -246,7 +265,7 @@ class LogQuery(_Value):
     to_ts: int | None = None
     module_like: tuple[str, ...] = ()
     file_like: tuple[str, ...] = ()
-    thread_ids: tuple[str, ...] = ()
+    thread_ids: tuple[LogThreadId, ...] = ()
     include_threadless: bool = False
     after_id: int | None = None
     limit: int | None = Field(default=None, ge=0)

@@ -45,6 +45,7 @@ from codex_state.models import (
     SortKey,
     ThreadMemory,
     ThreadMetadata,
+    ThreadMetadataBuilder,
     ThreadsPage,
     parse_thread_id,
 )
@@ -68,6 +69,8 @@ from codex_state.repositories.threads import (
     file_mtime,
     tool_params,
 )
+from codex_state.rollout import RolloutItem, dynamic_tools_from_items
+from codex_state.rollout import apply_rollout_items as apply_items
 
 logger = logging.getLogger(__name__)
 
@@ -441,6 +444,106 @@ class StateRuntime:
 
         self._write("persist_dynamic_tools", work)
 
+    def apply_rollout_items(
+        self,
+        builder: ThreadMetadataBuilder,
+        items: Sequence[RolloutItem],
+        metrics: Metrics | None = None,
+    ) -> None:
+        """Fold newly written rollout items into the thread's row (Codex's incremental writer).
+
+        The row is loaded, or built from `builder`; it takes the builder's rollout path, the
+        items, and the file's mtime as `updated_at`. The row and then (for the foreign key) the
+        first session_meta's dynamic tools are written in one transaction. A failure counts
+        `codex.db.error` with the failing `stage` on `metrics` (default: the runtime's).
+        """
+        if not isinstance(builder, ThreadMetadataBuilder):
+            raise InvalidInputError(f"expected ThreadMetadataBuilder, got {type(builder).__name__}")
+        items = list(items)
+        if not items:
+            return
+        sink = metrics if metrics is not None else self._metrics
+        update: dict[str, object] = {"rollout_path": builder.rollout_path}
+        tool_rows = tool_params(builder.id, dynamic_tools_from_items(items).tools or [])
+        mtime = file_mtime(builder.rollout_path)
+        stage = "apply_rollout_items"
+
+        def work(session: Session) -> None:
+            nonlocal stage
+            stage = "apply_rollout_items"
+            repo = ThreadRepository(session)
+            current = repo.get(builder.id) or builder.build(self._default_provider)
+            metadata = apply_items(
+                current.model_copy(update=update), items, self._default_provider
+            )
+            if mtime is not None:
+                metadata = metadata.model_copy(update={"updated_at": mtime})
+            repo.upsert(metadata)
+            stage = "persist_dynamic_tools"
+            repo.insert_dynamic_tools_many(tool_rows)
+
+        try:
+            self._write("apply_rollout_items", work)
+        except StateError:
+            _count(sink, METRIC_DB_ERROR, {"stage": stage})
+            raise
+
+    def try_claim_backfill(
+        self, owner: str, lease_seconds: int, *, reindex: bool = False
+    ) -> BackfillState | None:
+        """Take the backfill lease for `owner`; the state to resume from, or None if not taken.
+
+        Not taken means a live owner holds the lease, or (without `reindex`) it is complete.
+        """
+        check_count("lease_seconds", lease_seconds)
+
+        def work(session: Session) -> BackfillState | None:
+            repo = BackfillRepository(session)
+            if not repo.try_claim(owner, lease_seconds, self._now(session), reindex=reindex):
+                return None
+            return repo.get()
+
+        return self._write("try_claim_backfill", work)
+
+    def write_backfill_batch(
+        self,
+        owner: str,
+        threads: Sequence[ThreadMetadata],
+        tools: Sequence[tuple[uuid.UUID, Sequence[DynamicToolSpec]]],
+        watermark: str | None,
+    ) -> bool:
+        """Upsert indexed threads, add their tools and checkpoint, in one transaction.
+
+        Nothing is written (False) when `owner` no longer holds the backfill lease.
+        """
+        tool_rows = [row for thread_id, specs in tools for row in tool_params(thread_id, specs)]
+
+        def work(session: Session) -> bool:
+            if not BackfillRepository(session).checkpoint_owned(
+                owner, watermark, self._now(session)
+            ):
+                return False
+            repo = ThreadRepository(session)
+            repo.upsert_many(threads)
+            repo.insert_dynamic_tools_many(tool_rows)
+            return True
+
+        return self._write("write_backfill_batch", work)
+
+    def complete_backfill(self, owner: str, watermark: str | None) -> bool:
+        """Mark the backfill complete and free the lease, if `owner` still holds it."""
+        return self._write(
+            "complete_backfill",
+            lambda s: BackfillRepository(s).complete_owned(owner, watermark, self._now(s)),
+        )
+
+    def release_backfill(self, owner: str) -> bool:
+        """Give up the lease early; the next backfill resumes from the last checkpoint."""
+        return self._write(
+            "release_backfill",
+            lambda s: BackfillRepository(s).release(owner, self._now(s)),
+        )
+
     # ------------------------------------------------------------------- memories and jobs
 
     def get_thread_memory(self, thread_id: uuid.UUID | str) -> ThreadMemory | None:
@@ -532,7 +635,7 @@ class StateRuntime:
         self, cwd: str | os.PathLike[str], n: int
     ) -> list[ThreadMemory]:
         """The `n` newest valid memories of the `cwd` scope whose key is exactly `cwd`."""
-        return self.get_last_n_thread_memories_for_scope(SCOPE_KIND_CWD, path_key(cwd), n)
+        return self.get_last_n_thread_memories_for_scope(SCOPE_KIND_CWD, path_key("cwd", cwd), n)
 
     def get_last_n_thread_memories_for_scope(
         self, scope_kind: str, scope_key: str, n: int
@@ -670,7 +773,7 @@ class StateRuntime:
         Raises:
             InvalidInputError: `lease_seconds` is negative (the seed clamped it to 0).
         """
-        path, owner = path_key(cwd), owner_key(working_thread_id)
+        path, owner = path_key("cwd", cwd), owner_key(working_thread_id)
         lease = check_count("lease_seconds", lease_seconds)
         return self._write(
             "try_acquire_memory_consolidation_lock",
@@ -683,7 +786,7 @@ class StateRuntime:
         self, cwd: str | os.PathLike[str], working_thread_id: uuid.UUID | str
     ) -> bool:
         """Release the lock of `cwd` if `working_thread_id` holds it; True when released."""
-        path, owner = path_key(cwd), owner_key(working_thread_id)
+        path, owner = path_key("cwd", cwd), owner_key(working_thread_id)
         return self._write(
             "release_memory_consolidation_lock",
             lambda s: ConsolidationRepository(s).release_lock(path, owner),
@@ -716,9 +819,7 @@ class StateRuntime:
 
     def max_log_id(self, query: LogQuery | None = None) -> int:
         """The largest id matching `query`'s filters, 0 when none match."""
-        return self._read(
-            "max_log_id", lambda s: LogRepository(s).max_id(query or LogQuery())
-        )
+        return self._read("max_log_id", lambda s: LogRepository(s).max_id(query or LogQuery()))
 
     def delete_logs_before(self, cutoff_ts: int, *, limit: int | None = None) -> int:
         """Delete rows older than `cutoff_ts` (epoch seconds); returns how many went.

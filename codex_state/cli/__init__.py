@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from codex_state.cli import logs as logs_cli
+from codex_state.cli import threads as threads_cli
 from codex_state.errors import StateError
 from codex_state.runtime import StateRuntime
 
@@ -52,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     init = commands.add_parser("init", help="create or migrate the state database")
     init.set_defaults(handler=_run_init)
+    threads_cli.register(commands)
+    logs_cli.register(commands)
     return parser
 
 

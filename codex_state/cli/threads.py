@@ -1,0 +1,258 @@
+"""`codex-state backfill`, `threads` and `thread ID`: index a codex home and browse its threads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from codex_state.backfill import BackfillProgress, backfill_codex_home
+from codex_state.errors import ThreadNotFoundError
+from codex_state.models import BackfillStatus, SortKey, ThreadMetadata
+from codex_state.runtime import StateRuntime
+
+_PAGE_SIZE = 200
+_TITLE_WIDTH = 60
+_BAR_WIDTH = 30
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the thread commands to the `codex-state` parser."""
+    backfill = commands.add_parser(
+        "backfill",
+        help="index the rollout files of the codex home",
+        description="Index sessions/**/rollout-*.jsonl and archived_sessions/ into the database. "
+        "Resumes after an interrupted run; a completed backfill is not repeated unless "
+        "--reindex is given.",
+    )
+    backfill.add_argument(
+        "--reindex",
+        action="store_true",
+        help="rescan every rollout file, including ones an earlier run skipped",
+    )
+    backfill.set_defaults(handler=_run_backfill)
+
+    threads = commands.add_parser(
+        "threads",
+        help="list indexed threads, newest first",
+        description="List threads that have a user message, newest first.",
+    )
+    threads.add_argument("--archived", action="store_true", help="list archived threads instead")
+    threads.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="only this source (cli, vscode, exec, ...); repeatable",
+    )
+    threads.add_argument(
+        "--provider",
+        dest="providers",
+        action="append",
+        default=[],
+        metavar="PROVIDER",
+        help="only this model provider; repeatable",
+    )
+    threads.add_argument(
+        "--sort",
+        choices=["created", "updated"],
+        default="updated",
+        help="order by creation or last update time (default: %(default)s)",
+    )
+    threads.add_argument(
+        "--limit",
+        type=_non_negative,
+        default=20,
+        help="at most this many threads; 0 for all (default: %(default)s)",
+    )
+    threads.add_argument(
+        "--json", action="store_true", help="one JSON object per line (JSON Lines)"
+    )
+    threads.set_defaults(handler=_run_threads)
+
+    thread = commands.add_parser(
+        "thread", help="show one thread and its dynamic tools", description="Show one thread."
+    )
+    thread.add_argument("thread_id", metavar="ID", help="the thread id (a UUID)")
+    thread.add_argument("--json", action="store_true", help="print one JSON object")
+    thread.set_defaults(handler=_run_thread)
+
+
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
+    return number
+
+
+def _open(args: argparse.Namespace) -> StateRuntime:
+    from codex_state.cli import open_runtime  # the parent module imports this one
+
+    return open_runtime(args)
+
+
+# ----------------------------------------------------------------------------------- backfill
+
+
+def _run_backfill(args: argparse.Namespace) -> int:
+    with _open(args) as runtime:
+        if not args.reindex and runtime.get_backfill_state().status is BackfillStatus.COMPLETE:
+            print("backfill already complete; use --reindex to rescan every rollout file")
+            return 0
+        bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+        try:
+            stats = backfill_codex_home(
+                runtime,
+                args.home,
+                reindex=args.reindex,
+                progress=None if bar is None else bar.update,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        state = runtime.get_backfill_state()
+        print(
+            f"indexed {stats.upserted} of {stats.scanned} rollout files from {args.home}"
+            f" ({stats.failed} failed); backfill {state.status.value}"
+        )
+    return 0
+
+
+class _ProgressBar:
+    """A one-line bar redrawn in place on a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._drawn = False
+
+    def update(self, progress: BackfillProgress) -> None:
+        filled = _BAR_WIDTH * progress.done // progress.total if progress.total else _BAR_WIDTH
+        bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
+        failed = f", {progress.failed} failed" if progress.failed else ""
+        self._stream.write(f"\rindexing [{bar}] {progress.done}/{progress.total}{failed}")
+        self._stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self._drawn:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+# ------------------------------------------------------------------------------------ threads
+
+
+def _run_threads(args: argparse.Namespace) -> int:
+    sort_key = SortKey.CREATED_AT if args.sort == "created" else SortKey.UPDATED_AT
+    with _open(args) as runtime:
+        found = _each_thread(runtime, args, sort_key)
+        if args.json:
+            for thread in found:
+                _emit(json.dumps(_thread_json(thread)))
+            return 0
+        rows = [_table_row(thread, sort_key) for thread in found]
+        status = runtime.get_backfill_state().status
+    if status is not BackfillStatus.COMPLETE:
+        print(
+            f"note: the backfill is {status.value}; run `codex-state backfill` to index the home",
+            file=sys.stderr,
+        )
+    if not rows:
+        print("no threads", file=sys.stderr)
+        return 0
+    header = (
+        "UPDATED" if sort_key is SortKey.UPDATED_AT else "CREATED",
+        "ID",
+        "SOURCE",
+        "PROVIDER",
+        "TITLE",
+    )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        _emit("  ".join([*cells, row[4]]).rstrip())
+    return 0
+
+
+def _each_thread(
+    runtime: StateRuntime, args: argparse.Namespace, sort_key: SortKey
+) -> Iterator[ThreadMetadata]:
+    remaining = args.limit or None
+    anchor = None
+    while True:
+        size = _PAGE_SIZE if remaining is None else min(_PAGE_SIZE, remaining)
+        page = runtime.list_threads(
+            size,
+            anchor,
+            sort_key=sort_key,
+            allowed_sources=args.source,
+            model_providers=args.providers,
+            archived_only=args.archived,
+        )
+        yield from page.items
+        if remaining is not None:
+            remaining -= len(page.items)
+        if page.next_anchor is None or remaining == 0:
+            return
+        anchor = page.next_anchor
+
+
+def _table_row(thread: ThreadMetadata, sort_key: SortKey) -> tuple[str, ...]:
+    when = thread.created_at if sort_key is SortKey.CREATED_AT else thread.updated_at
+    title = " ".join((thread.title or thread.first_user_message or "").split())
+    if len(title) > _TITLE_WIDTH:
+        title = title[: _TITLE_WIDTH - 1] + "…"
+    source = thread.source if len(thread.source) <= 20 else thread.source[:19] + "…"
+    return (
+        when.strftime("%Y-%m-%d %H:%M"),
+        str(thread.id),
+        source,
+        thread.model_provider,
+        title,
+    )
+
+
+# ------------------------------------------------------------------------------------- thread
+
+
+def _run_thread(args: argparse.Namespace) -> int:
+    with _open(args) as runtime:
+        thread = runtime.get_thread(args.thread_id)
+        if thread is None:
+            raise ThreadNotFoundError(args.thread_id)
+        tools = runtime.get_dynamic_tools(thread.id) or []
+    if args.json:
+        value = _thread_json(thread)
+        value["dynamic_tools"] = [tool.model_dump(mode="json", by_alias=True) for tool in tools]
+        _emit(json.dumps(value, indent=2))
+        return 0
+    for name, value in _thread_json(thread).items():
+        _emit(f"{name + ':':<20}{'' if value is None else value}")
+    _emit(f"{'dynamic_tools:':<20}{len(tools) or 'none'}")
+    for tool in tools:
+        _emit(f"  - {tool.name}: {tool.description}")
+        _emit(f"    input schema: {json.dumps(tool.input_schema)}")
+    return 0
+
+
+def _thread_json(thread: ThreadMetadata) -> dict[str, Any]:
+    value = thread.model_dump(mode="json")
+    value["archived"] = thread.archived
+    return value
+
+
+def _emit(line: str) -> None:
+    """Print to stdout; a closed pipe (`| head`) ends the output quietly."""
+    try:
+        print(line)
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(0) from None

@@ -1,0 +1,241 @@
+"""Thread memories: what phase 1 extracted from a thread, one row per (thread, scope).
+
+Writes are single upserts that return the stored row, so a write costs one statement. The
+owner-guarded upsert carries its guard (a running phase-1 job holding the caller's token) inside
+that statement: there is no window between checking ownership and writing.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Exists, Row, Text, and_, bindparam, case, select
+from sqlalchemy.orm import Session
+
+from codex_state.clock import from_epoch_seconds
+from codex_state.dialect import PerDialect, dialect_insert
+from codex_state.errors import ThreadNotFoundError
+from codex_state.models import ThreadMemory
+from codex_state.orm import Int64, memory_phase1_jobs, thread_memory, threads
+from codex_state.repositories.threads import as_path
+
+SCOPE_KIND_CWD = "cwd"
+"""The scope the legacy helpers use; its key is the thread's cwd as stored."""
+
+JOB_RUNNING = "running"
+
+# Bind names differ from column names: SQLAlchemy reserves column names for VALUES/SET binds.
+_THREAD_ID = "p_thread_id"
+_SCOPE_KIND = "p_scope_kind"
+_SCOPE_KEY = "p_scope_key"
+
+# FOR KEY SHARE (PostgreSQL; SQLite renders nothing and already holds the write lock) pins the
+# thread until commit, so a concurrent thread delete waits instead of failing our foreign key.
+THREAD_CWD_LOCKED = (
+    select(threads.c.cwd)
+    .where(threads.c.id == bindparam(_THREAD_ID))
+    .with_for_update(read=True, key_share=True)
+)
+
+_select_newest = (
+    select(thread_memory)
+    .where(thread_memory.c.thread_id == bindparam(_THREAD_ID))
+    .order_by(
+        thread_memory.c.updated_at.desc(),
+        thread_memory.c.scope_kind.desc(),
+        thread_memory.c.scope_key.desc(),
+    )
+    .limit(1)
+)
+
+_select_last_n = (
+    select(thread_memory)
+    .where(
+        thread_memory.c.scope_kind == bindparam(_SCOPE_KIND),
+        thread_memory.c.scope_key == bindparam(_SCOPE_KEY),
+        thread_memory.c.invalidated_at.is_(None),
+    )
+    .order_by(thread_memory.c.updated_at.desc(), thread_memory.c.thread_id.desc())
+    .limit(bindparam("p_limit"))
+)
+
+
+def job_key_clause() -> ColumnElement[bool]:
+    """`memory_phase1_jobs` primary key = the `p_thread_id/p_scope_kind/p_scope_key` binds."""
+    return and_(
+        memory_phase1_jobs.c.thread_id == bindparam(_THREAD_ID),
+        memory_phase1_jobs.c.scope_kind == bindparam(_SCOPE_KIND),
+        memory_phase1_jobs.c.scope_key == bindparam(_SCOPE_KEY),
+    )
+
+
+def job_owned_clause() -> ColumnElement[bool]:
+    """The job is running and the `p_token` bind is its current ownership token."""
+    return and_(
+        job_key_clause(),
+        memory_phase1_jobs.c.status == JOB_RUNNING,
+        memory_phase1_jobs.c.ownership_token == bindparam("p_token"),
+    )
+
+
+def key_params(thread_id: str, scope_kind: str, scope_key: str, **more: Any) -> dict[str, Any]:
+    """Bind values for `job_key_clause` (and the memory statements keyed the same way)."""
+    return {_THREAD_ID: thread_id, _SCOPE_KIND: scope_kind, _SCOPE_KEY: scope_key, **more}
+
+
+# FOR SHARE (PostgreSQL) makes a concurrent steal of the job wait for this write, and makes this
+# write re-check the token if a steal committed first: a stale token can never write.
+_job_owned: Exists = (
+    select(memory_phase1_jobs.c.thread_id)
+    .where(job_owned_clause())
+    .with_for_update(read=True)
+    .exists()
+)
+
+
+def key_values() -> dict[str, Any]:
+    """Typed key binds for an `INSERT ... SELECT` (PostgreSQL must know a selected bind's type)."""
+    return {
+        "thread_id": bindparam(_THREAD_ID, type_=Text),
+        "scope_kind": bindparam(_SCOPE_KIND, type_=Text),
+        "scope_key": bindparam(_SCOPE_KEY, type_=Text),
+    }
+
+
+def _memory_values() -> dict[str, Any]:
+    return {
+        **key_values(),
+        "raw_memory": bindparam("p_raw_memory", type_=Text),
+        "memory_summary": bindparam("p_memory_summary", type_=Text),
+        "updated_at": bindparam("p_now", type_=Int64),
+    }
+
+
+def _build_upsert(dialect: str, *, owner_guarded: bool) -> Any:
+    insert = dialect_insert(dialect, thread_memory)
+    values = _memory_values()
+    if owner_guarded:
+        insert = insert.from_select(list(values), select(*values.values()).where(_job_owned))
+    else:
+        insert = insert.values(values)
+    old, new = thread_memory.c.updated_at, insert.excluded.updated_at
+    return insert.on_conflict_do_update(
+        index_elements=["thread_id", "scope_kind", "scope_key"],
+        set_={
+            "raw_memory": insert.excluded.raw_memory,
+            "memory_summary": insert.excluded.memory_summary,
+            # Strictly increasing per row, even when the clock has not moved (or went back).
+            "updated_at": case((new <= old, old + 1), else_=new),
+        },
+    ).returning(*thread_memory.c)
+
+
+_upsert = PerDialect(lambda dialect: _build_upsert(dialect, owner_guarded=False))
+_upsert_if_owner = PerDialect(lambda dialect: _build_upsert(dialect, owner_guarded=True))
+
+
+def path_key(name: str, path: str | os.PathLike[str]) -> str:
+    """A cwd or memory-root argument as stored: `str(Path(path))`, as thread cwds are stored."""
+    return str(as_path(name, path))
+
+
+def to_thread_memory(row: Row[Any]) -> ThreadMemory:
+    return ThreadMemory(
+        thread_id=row.thread_id,
+        scope_kind=row.scope_kind,
+        scope_key=row.scope_key,
+        raw_memory=row.raw_memory,
+        memory_summary=row.memory_summary,
+        updated_at=from_epoch_seconds(row.updated_at),
+        last_used_at=_maybe_datetime(row.last_used_at),
+        used_count=row.used_count,
+        invalidated_at=_maybe_datetime(row.invalidated_at),
+        invalid_reason=row.invalid_reason,
+    )
+
+
+def _maybe_datetime(seconds: int | None) -> datetime | None:
+    return None if seconds is None else from_epoch_seconds(seconds)
+
+
+class MemoryRepository:
+    """Reads and writes of `thread_memory`; thread ids are canonical strings."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        # Core statements run on the connection: the ORM's execute plumbing is pure overhead here.
+        self._conn = session.connection()
+
+    def thread_cwd(self, thread_id: str) -> str:
+        """The thread's stored cwd; raises `ThreadNotFoundError` for an unknown thread."""
+        cwd: str | None = self._conn.execute(
+            THREAD_CWD_LOCKED, {_THREAD_ID: thread_id}
+        ).scalar_one_or_none()
+        if cwd is None:
+            raise ThreadNotFoundError(thread_id)
+        return cwd
+
+    def get_newest(self, thread_id: str) -> ThreadMemory | None:
+        row = self._conn.execute(_select_newest, {_THREAD_ID: thread_id}).one_or_none()
+        return None if row is None else to_thread_memory(row)
+
+    def upsert(
+        self,
+        thread_id: str,
+        scope_kind: str,
+        scope_key: str,
+        raw_memory: str,
+        memory_summary: str,
+        now: int,
+    ) -> ThreadMemory:
+        self.thread_cwd(thread_id)
+        return self._upsert(
+            key_params(thread_id, scope_kind, scope_key), raw_memory, memory_summary, now
+        )
+
+    def upsert_cwd_scope(
+        self, thread_id: str, raw_memory: str, memory_summary: str, now: int
+    ) -> ThreadMemory:
+        """Upsert in the `cwd` scope keyed by the thread's stored cwd (the seed's legacy helper)."""
+        scope_key = self.thread_cwd(thread_id)
+        return self._upsert(
+            key_params(thread_id, SCOPE_KIND_CWD, scope_key), raw_memory, memory_summary, now
+        )
+
+    def upsert_if_owner(
+        self,
+        thread_id: str,
+        scope_kind: str,
+        scope_key: str,
+        ownership_token: str,
+        raw_memory: str,
+        memory_summary: str,
+        now: int,
+    ) -> ThreadMemory | None:
+        """Write only while `ownership_token` owns the running job; None otherwise."""
+        params = key_params(thread_id, scope_kind, scope_key, p_token=ownership_token)
+        params.update(_content_params(raw_memory, memory_summary, now))
+        row = self._conn.execute(_upsert_if_owner(self._session), params).one_or_none()
+        if row is None:
+            # Checked only on this cold path: an owned job implies the thread exists.
+            self.thread_cwd(thread_id)
+            return None
+        return to_thread_memory(row)
+
+    def _upsert(
+        self, key: dict[str, Any], raw_memory: str, memory_summary: str, now: int
+    ) -> ThreadMemory:
+        params = key | _content_params(raw_memory, memory_summary, now)
+        return to_thread_memory(self._conn.execute(_upsert(self._session), params).one())
+
+    def last_n_for_scope(self, scope_kind: str, scope_key: str, n: int) -> list[ThreadMemory]:
+        if n == 0:
+            return []
+        params = {_SCOPE_KIND: scope_kind, _SCOPE_KEY: scope_key, "p_limit": n}
+        return [to_thread_memory(row) for row in self._conn.execute(_select_last_n, params)]
+
+
+def _content_params(raw_memory: str, memory_summary: str, now: int) -> dict[str, Any]:
+    return {"p_raw_memory": raw_memory, "p_memory_summary": memory_summary, "p_now": now}

@@ -1,0 +1,364 @@
+"""Thread rows and their dynamic tools: point reads, keyset pages and insert-or-replace writes.
+
+Pages are the hot path. Each statement shape is built once (module level, `bindparam`s, expanding
+IN lists) so SQLAlchemy's compiled cache always hits, and rows are read through the session's
+`Connection` as plain tuples: the ORM's per-row machinery would cost more than the query.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, or_, select
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from codex_state.clock import from_epoch_seconds, to_epoch_seconds
+from codex_state.dialect import PerDialect, dialect_insert
+from codex_state.errors import InvalidInputError
+from codex_state.models import (
+    Anchor,
+    DynamicToolSpec,
+    SortKey,
+    ThreadMetadata,
+    ThreadsPage,
+)
+from codex_state.orm import thread_dynamic_tools, threads
+
+# The seed's 17 selected columns, in its order; `_to_metadata` reads them by position.
+_COLUMNS = (
+    threads.c.id,
+    threads.c.rollout_path,
+    threads.c.created_at,
+    threads.c.updated_at,
+    threads.c.source,
+    threads.c.model_provider,
+    threads.c.cwd,
+    threads.c.cli_version,
+    threads.c.title,
+    threads.c.sandbox_policy,
+    threads.c.approval_mode,
+    threads.c.tokens_used,
+    threads.c.first_user_message,
+    threads.c.archived_at,
+    threads.c.git_sha,
+    threads.c.git_branch,
+    threads.c.git_origin_url,
+)
+
+_select_thread = select(*_COLUMNS).where(threads.c.id == bindparam("id"))
+_thread_exists = select(exists().where(threads.c.id == bindparam("id")))
+
+_select_rollout_path = {
+    archived: select(threads.c.rollout_path).where(
+        threads.c.id == bindparam("id"),
+        *(() if archived is None else (threads.c.archived == int(archived),)),
+    )
+    for archived in (None, True, False)
+}
+
+
+def _build_upsert(dialect: str) -> Any:
+    insert = dialect_insert(dialect, threads).values(
+        {column.name: bindparam(column.name) for column in (*_COLUMNS, threads.c.archived)}
+    )
+    replaced = {
+        column.name: insert.excluded[column.name]
+        for column in (*_COLUMNS, threads.c.archived)
+        if column.name != "id"
+    }
+    return insert.on_conflict_do_update(index_elements=["id"], set_=replaced)
+
+
+_upsert_thread = PerDialect(_build_upsert)
+
+_select_tools = (
+    select(
+        thread_dynamic_tools.c.name,
+        thread_dynamic_tools.c.description,
+        thread_dynamic_tools.c.input_schema,
+    )
+    .where(thread_dynamic_tools.c.thread_id == bindparam("thread_id"))
+    .order_by(thread_dynamic_tools.c.position)
+)
+
+_insert_tools = PerDialect(
+    lambda dialect: dialect_insert(dialect, thread_dynamic_tools).on_conflict_do_nothing(
+        index_elements=["thread_id", "position"]
+    )
+)
+
+_SORT_KEYS = frozenset(key.value for key in SortKey)
+_SORT_COLUMNS = {SortKey.CREATED_AT: threads.c.created_at, SortKey.UPDATED_AT: threads.c.updated_at}
+
+# (ids only, sort key, sources filter, providers filter, anchor) -> statement; 32 shapes at most.
+_page_statements: dict[tuple[bool, SortKey, bool, bool, bool], Select[Any]] = {}
+
+
+def _page_statement(
+    ids_only: bool, sort_key: SortKey, sources: bool, providers: bool, anchor: bool
+) -> Select[Any]:
+    key = (ids_only, sort_key, sources, providers, anchor)
+    statement = _page_statements.get(key)
+    if statement is None:
+        statement = _page_statements[key] = _build_page(*key)
+    return statement
+
+
+def _build_page(
+    ids_only: bool, sort_key: SortKey, sources: bool, providers: bool, anchor: bool
+) -> Select[Any]:
+    column = _SORT_COLUMNS[sort_key]
+    conditions: list[ColumnElement[bool]] = [
+        threads.c.archived == bindparam("archived"),
+        threads.c.first_user_message != "",
+    ]
+    if sources:
+        conditions.append(threads.c.source.in_(bindparam("sources", expanding=True)))
+    if providers:
+        conditions.append(threads.c.model_provider.in_(bindparam("providers", expanding=True)))
+    if anchor:
+        ts = bindparam("anchor_ts", type_=column.type)
+        anchor_id = bindparam("anchor_id", type_=threads.c.id.type)
+        # The seed's keyset predicate, plus `column <= ts`: the same rows, but a bound both
+        # SQLite and PostgreSQL turn into an index range, so deep pages do not walk the prefix.
+        conditions.append(column <= ts)
+        conditions.append(or_(column < ts, and_(column == ts, threads.c.id < anchor_id)))
+    return (
+        select(*((threads.c.id,) if ids_only else _COLUMNS))
+        .where(*conditions)
+        .order_by(column.desc(), threads.c.id.desc())
+        .limit(bindparam("limit"))
+    )
+
+
+def _to_metadata(row: Sequence[Any]) -> ThreadMetadata:
+    """A `ThreadMetadata` from a row of `_COLUMNS` (also used by the benchmark's baseline)."""
+    archived_at = row[13]
+    return ThreadMetadata(
+        id=uuid.UUID(row[0]),
+        rollout_path=Path(row[1]),
+        created_at=from_epoch_seconds(row[2]),
+        updated_at=from_epoch_seconds(row[3]),
+        source=row[4],
+        model_provider=row[5],
+        cwd=Path(row[6]),
+        cli_version=row[7],
+        title=row[8],
+        sandbox_policy=row[9],
+        approval_mode=row[10],
+        tokens_used=row[11],
+        first_user_message=row[12] or None,
+        archived_at=None if archived_at is None else from_epoch_seconds(archived_at),
+        git_sha=row[14],
+        git_branch=row[15],
+        git_origin_url=row[16],
+    )
+
+
+def thread_params(metadata: ThreadMetadata) -> dict[str, Any]:
+    """Bind parameters of the upsert: the seed's storage mapping of one `ThreadMetadata`."""
+    archived_at = metadata.archived_at
+    return {
+        "id": str(metadata.id),
+        "rollout_path": str(metadata.rollout_path),
+        "created_at": to_epoch_seconds(metadata.created_at),
+        "updated_at": to_epoch_seconds(metadata.updated_at),
+        "source": metadata.source,
+        "model_provider": metadata.model_provider,
+        "cwd": str(metadata.cwd),
+        "cli_version": metadata.cli_version,
+        "title": metadata.title,
+        "sandbox_policy": metadata.sandbox_policy,
+        "approval_mode": metadata.approval_mode,
+        "tokens_used": metadata.tokens_used,
+        "first_user_message": metadata.first_user_message or "",
+        "archived": int(archived_at is not None),
+        "archived_at": None if archived_at is None else to_epoch_seconds(archived_at),
+        "git_sha": metadata.git_sha,
+        "git_branch": metadata.git_branch,
+        "git_origin_url": metadata.git_origin_url,
+    }
+
+
+def tool_params(thread_id: uuid.UUID, tools: Sequence[DynamicToolSpec]) -> list[dict[str, Any]]:
+    """Rows of `thread_dynamic_tools`: position is the list index, the schema compact JSON."""
+    key = str(thread_id)
+    return [
+        {
+            "thread_id": key,
+            "position": position,
+            "name": tool.name,
+            "description": tool.description,
+            "input_schema": json.dumps(tool.input_schema, separators=(",", ":")),
+        }
+        for position, tool in enumerate(tools)
+    ]
+
+
+def coerce_tools(tools: Iterable[DynamicToolSpec | Mapping[str, Any]]) -> list[DynamicToolSpec]:
+    """Tool specs from specs or their JSON form (`inputSchema`), rejecting anything else."""
+    if isinstance(tools, str | bytes | Mapping):
+        raise InvalidInputError("dynamic tools must be a sequence of tool specs")
+    specs: list[DynamicToolSpec] = []
+    for tool in tools:
+        if isinstance(tool, DynamicToolSpec):
+            specs.append(tool)
+        elif isinstance(tool, Mapping):
+            try:
+                specs.append(DynamicToolSpec.model_validate(tool))
+            except ValueError as err:
+                raise InvalidInputError(f"invalid dynamic tool spec: {err}") from err
+        else:
+            raise InvalidInputError(f"invalid dynamic tool spec: {tool!r}")
+    return specs
+
+
+class ThreadRepository:
+    """Reads and writes of `threads` and `thread_dynamic_tools` within one session."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, thread_id: uuid.UUID) -> ThreadMetadata | None:
+        row = self._session.connection().execute(_select_thread, {"id": str(thread_id)}).first()
+        return None if row is None else _to_metadata(row)
+
+    def exists(self, thread_id: uuid.UUID) -> bool:
+        return bool(self._session.execute(_thread_exists, {"id": str(thread_id)}).scalar())
+
+    def upsert(self, metadata: ThreadMetadata) -> None:
+        self.upsert_many([metadata])
+
+    def upsert_many(self, items: Sequence[ThreadMetadata]) -> None:
+        """Insert or replace every row in one (executemany) statement."""
+        if items:
+            self._session.connection().execute(
+                _upsert_thread(self._session), [thread_params(item) for item in items]
+            )
+
+    def page(
+        self,
+        *,
+        limit: int,
+        anchor: Anchor | None,
+        sort_key: SortKey,
+        sources: Sequence[str],
+        providers: Sequence[str],
+        archived_only: bool,
+        ids_only: bool = False,
+    ) -> list[Row[Any]]:
+        """Up to `limit` rows of one keyset page, newest first (the seed's filters)."""
+        params: dict[str, Any] = {"archived": int(archived_only), "limit": limit}
+        if sources:
+            params["sources"] = list(sources)
+        if providers:
+            params["providers"] = list(providers)
+        if anchor is not None:
+            params["anchor_ts"] = to_epoch_seconds(anchor.ts)
+            params["anchor_id"] = str(anchor.id)
+        statement = _page_statement(
+            ids_only, sort_key, bool(sources), bool(providers), anchor is not None
+        )
+        return list(self._session.connection().execute(statement, params))
+
+    def list_page(
+        self,
+        page_size: int,
+        anchor: Anchor | None,
+        sort_key: SortKey,
+        sources: Sequence[str],
+        providers: Sequence[str],
+        archived_only: bool,
+    ) -> ThreadsPage:
+        rows = self.page(
+            limit=page_size + 1,
+            anchor=anchor,
+            sort_key=sort_key,
+            sources=sources,
+            providers=providers,
+            archived_only=archived_only,
+        )
+        scanned = len(rows)
+        items = [_to_metadata(row) for row in rows[:page_size]]
+        next_anchor = None
+        if scanned > page_size and items:
+            last = items[-1]
+            ts = last.created_at if sort_key is SortKey.CREATED_AT else last.updated_at
+            next_anchor = Anchor(ts=ts, id=last.id)
+        return ThreadsPage(items=items, next_anchor=next_anchor, num_scanned_rows=scanned)
+
+    def find_rollout_path(self, thread_id: uuid.UUID, archived_only: bool | None) -> Path | None:
+        value = self._session.execute(
+            _select_rollout_path[archived_only], {"id": str(thread_id)}
+        ).scalar_one_or_none()
+        return None if value is None else Path(value)
+
+    def get_dynamic_tools(self, thread_id: uuid.UUID) -> list[DynamicToolSpec] | None:
+        rows = self._session.execute(_select_tools, {"thread_id": str(thread_id)}).all()
+        if not rows:
+            return None
+        return [
+            DynamicToolSpec(name=name, description=description, input_schema=json.loads(schema))
+            for name, description, schema in rows
+        ]
+
+    def insert_dynamic_tools_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert tool rows (from `tool_params`) in one statement; existing positions are kept."""
+        if rows:
+            self._session.connection().execute(_insert_tools(self._session), list(rows))
+
+
+# ------------------------------------------------------------------ argument checks (public API)
+
+
+def check_count(name: str, value: object) -> int:
+    """A page size or limit: a non-negative int (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def check_sort_key(value: object) -> SortKey:
+    if isinstance(value, str) and value in _SORT_KEYS:
+        return SortKey(value)
+    choices = ", ".join(sorted(_SORT_KEYS))
+    raise InvalidInputError(f"sort_key must be one of {choices}, got {value!r}")
+
+
+def check_strings(name: str, values: Iterable[str] | None) -> tuple[str, ...]:
+    """A filter list; a bare string is refused rather than read as its characters."""
+    if values is None:
+        return ()
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise InvalidInputError(f"{name} must be a sequence of strings, got {values!r}")
+    result = tuple(values)
+    if not all(isinstance(value, str) for value in result):
+        raise InvalidInputError(f"{name} must contain only strings, got {result!r}")
+    return result
+
+
+def check_anchor(anchor: object) -> Anchor | None:
+    if anchor is None or isinstance(anchor, Anchor):
+        return anchor
+    raise InvalidInputError(f"anchor must be an Anchor or None, got {anchor!r}")
+
+
+def as_path(name: str, value: object) -> Path:
+    if isinstance(value, str | os.PathLike):
+        return Path(value)
+    raise InvalidInputError(f"{name} must be a path, got {value!r}")
+
+
+def file_mtime(path: Path) -> datetime | None:
+    """The file's modification time in whole UTC seconds, or None when it cannot be read."""
+    try:
+        return from_epoch_seconds(int(path.stat().st_mtime))
+    except OSError:
+        return None

@@ -1,0 +1,115 @@
+"""Process entry points for the contention tests and benchmarks (importable under "spawn").
+
+Each worker opens its own `StateRuntime` from the URL, as a separate Codex process would, and
+reports through a queue instead of raising, so the parent sees every error of every process.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.context import SpawnContext
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
+from typing import Any
+
+from codex_state import StateRuntime
+from tests.memory_support import SCOPE
+
+WORKERS = 8
+JOBS = 200
+LEASE = 3600
+
+
+@dataclass
+class ClaimReport:
+    worker: int
+    claims: list[tuple[str, str]] = field(default_factory=list)  # (thread id, token)
+    errors: list[str] = field(default_factory=list)
+    attempts: int = 0
+    seconds: float = 0.0
+
+
+def claim_all(
+    url: str,
+    thread_ids: Sequence[str],
+    worker: int,
+    start: Barrier,
+    reports: Queue[Any],
+    lockstep: bool,
+) -> None:
+    """Try to claim every job once.
+
+    In lockstep every worker waits for all the others before each job, so all of them race for
+    the same missing row at the same instant; otherwise each goes through the jobs in its own
+    shuffled order, as independent Codex processes would.
+    """
+    report = ClaimReport(worker)
+    try:
+        runtime = StateRuntime.from_url(url, "contention")
+    except Exception as err:  # reported, not raised: the parent asserts on it
+        report.errors.append(f"open: {err!r}")
+        start.abort()
+        reports.put(report)
+        return
+    owner = uuid.uuid4()
+    try:
+        order = list(thread_ids)
+        if not lockstep:
+            random.Random(worker).shuffle(order)
+        start.wait(timeout=120)
+        began = time.perf_counter()
+        for thread_id in order:
+            if lockstep:
+                start.wait(timeout=120)
+            report.attempts += 1
+            try:
+                outcome = runtime.try_claim_phase1_job(thread_id, *SCOPE, owner, 100, LEASE)
+            except Exception as err:
+                report.errors.append(repr(err))
+                continue
+            if outcome.ownership_token is not None:
+                report.claims.append((thread_id, outcome.ownership_token))
+        report.seconds = time.perf_counter() - began
+    except Exception as err:
+        report.errors.append(repr(err))
+    finally:
+        runtime.close()
+        reports.put(report)
+
+
+def claim_and_hold(url: str, thread_id: str, reports: Queue[Any]) -> None:
+    """Claim one job, report the token, then hang until killed (a crashed phase-1 worker)."""
+    runtime = StateRuntime.from_url(url, "holder")
+    outcome = runtime.try_claim_phase1_job(thread_id, *SCOPE, uuid.uuid4(), 100, LEASE)
+    reports.put(outcome.ownership_token)
+    time.sleep(3600)
+
+
+def race(
+    ctx: SpawnContext, url: str, thread_ids: Sequence[str], *, lockstep: bool = False
+) -> list[ClaimReport]:
+    """Run `WORKERS` `claim_all` processes against the same jobs and collect their reports."""
+    reports: Queue[Any] = ctx.Queue()
+    start = ctx.Barrier(WORKERS)
+    processes: list[BaseProcess] = [
+        ctx.Process(
+            target=claim_all,
+            args=(url, list(thread_ids), worker, start, reports, lockstep),
+        )
+        for worker in range(WORKERS)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        results = [reports.get(timeout=240) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    return sorted(results, key=lambda report: report.worker)

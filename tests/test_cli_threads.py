@@ -1,0 +1,179 @@
+"""`codex-state backfill`, `threads` and `thread`: in-process via `main` and as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codex_state import StateRuntime
+from codex_state.cli import main
+from tests.conftest import Backend
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "codex-home"
+TOOLS_THREAD = "019c7d88-5e21-7c03-a1f4-2b9d8e7c6a50"
+ARCHIVED_THREAD = "019c4e07-91d2-7a55-b3c8-0e6f1d2a9c47"
+# Live example threads, newest first (the demo gives each file its last line's time as mtime).
+LIVE = [
+    "019c7f02-c4b9-7e6d-9a18-3f2e1d0c9b8a",
+    TOOLS_THREAD,
+    "019c5b3c-0a6e-7f19-8d2b-c4e5f6a7b8c9",
+    "019c2a41-3b7e-7d20-9f4a-51c0e2a8b611",
+]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A scratch copy of the example home, with increasing mtimes in creation order."""
+    target = tmp_path / "home"
+    shutil.copytree(EXAMPLE, target)
+    for n, path in enumerate(sorted(target.rglob("rollout-*.jsonl"), key=lambda p: p.name)):
+        os.utime(path, (1_771_000_000 + n * 100, 1_771_000_000 + n * 100))
+    return target
+
+
+def run(home: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["--home", str(home), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_backfill_then_threads_table(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(home, "threads", capsys=capsys)
+    assert code == 0 and out == ""
+    assert "backfill is pending" in err and "no threads" in err
+
+    code, out, _ = run(home, "backfill", capsys=capsys)
+    assert code == 0
+    assert "indexed 5 of 5 rollout files" in out and "(0 failed); backfill complete" in out
+
+    code, out, err = run(home, "threads", capsys=capsys)
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].split() == ["UPDATED", "ID", "SOURCE", "PROVIDER", "TITLE"]
+    assert [line.split()[2] for line in lines[1:]] == LIVE
+    assert "Bump the HTTP client to 0.28 and fix what breaks" in lines[1]
+    assert lines[2].split()[3:5] == ["vscode", "azure"]
+
+    code, out, _ = run(home, "backfill", capsys=capsys)
+    assert code == 0 and "already complete" in out
+    code, out, _ = run(home, "backfill", "--reindex", capsys=capsys)
+    assert code == 0 and "indexed 5 of 5" in out
+
+
+def test_threads_filters_sort_limit_and_json(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(home, "backfill", capsys=capsys)
+
+    def ids(*args: str) -> list[str]:
+        code, out, _ = run(home, "threads", "--json", *args, capsys=capsys)
+        assert code == 0
+        return [json.loads(line)["id"] for line in out.splitlines()]
+
+    assert ids() == LIVE
+    assert ids("--archived") == [ARCHIVED_THREAD]
+    assert ids("--source", "cli") == [LIVE[0], LIVE[3]]
+    assert ids("--source", "cli", "--source", "exec") == [LIVE[0], LIVE[2], LIVE[3]]
+    assert ids("--provider", "azure") == [TOOLS_THREAD]
+    assert ids("--limit", "2") == LIVE[:2]
+    assert ids("--limit", "0") == LIVE
+    assert ids("--sort", "created") == LIVE
+    _, out, _ = run(home, "threads", "--json", "--archived", capsys=capsys)
+    row = json.loads(out)
+    assert row["archived"] is True and row["archived_at"] is not None
+    assert row["title"] == "Why do forecasts show the wrong day near midnight?"
+
+
+def test_thread_shows_metadata_and_dynamic_tools(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(home, "backfill", capsys=capsys)
+    code, out, _ = run(home, "thread", TOOLS_THREAD.upper(), capsys=capsys)
+    assert code == 0
+    assert f"id:                 {TOOLS_THREAD}" in out
+    assert "dynamic_tools:      2" in out and "- run_notebook:" in out
+    code, out, _ = run(home, "thread", TOOLS_THREAD, "--json", capsys=capsys)
+    value = json.loads(out)
+    assert value["model_provider"] == "azure"
+    assert [tool["name"] for tool in value["dynamic_tools"]] == [
+        "open_notebook_cell",
+        "run_notebook",
+    ]
+    assert value["dynamic_tools"][0]["inputSchema"]["required"] == ["cell"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["thread", "not-a-uuid"], "invalid thread id: 'not-a-uuid'"),
+        (["thread", "00000000-0000-0000-0000-000000000000"], "thread not found"),
+    ],
+)
+def test_errors_are_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, out, err = run(home, *args, capsys=capsys)
+    assert code == 1 and out == ""
+    assert err.startswith("codex-state: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_backfill_while_another_runs_is_an_error(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with StateRuntime.init(home, "openai") as runtime:
+        assert runtime.try_claim_backfill("elsewhere", 900) is not None
+    code, _, err = run(home, "backfill", capsys=capsys)
+    assert code == 1
+    assert err.startswith("codex-state: error: a backfill of this database is already running")
+
+
+def test_cli_with_db_url_on_every_backend(
+    backend: Backend, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if backend.name == "sqlite_memory":
+        pytest.skip("each CLI run would get its own empty in-memory database")
+    # The rollouts come from --home, the rows go to --db.
+    code, out, _ = run(home, "--db", backend.url, "backfill", capsys=capsys)
+    assert code == 0 and "indexed 5 of 5" in out
+    code, out, _ = run(home, "--db", backend.url, "threads", "--json", capsys=capsys)
+    assert code == 0
+    assert [json.loads(line)["id"] for line in out.splitlines()] == LIVE
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codex_state.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+
+
+@pytest.mark.slow
+def test_cli_as_a_subprocess(home: Path, tmp_path: Path) -> None:
+    done = _cli("--home", str(home), "backfill")
+    assert done.returncode == 0, done.stderr
+    assert "indexed 5 of 5" in done.stdout
+    assert "[" not in done.stderr  # no progress bar when stderr is not a terminal
+    listed = _cli("--home", str(home), "threads")
+    assert listed.returncode == 0
+    assert [line.split()[2] for line in listed.stdout.splitlines()[1:]] == LIVE
+
+    bad = _cli("--home", str(home), "thread", "xyz")
+    assert bad.returncode == 1
+    assert bad.stderr == "codex-state: error: invalid thread id: 'xyz'\n"
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    broken = _cli("--home", str(not_a_dir), "threads")
+    assert broken.returncode == 1
+    assert "Traceback" not in broken.stderr
+    assert broken.stderr.startswith("codex-state: error: cannot use codex home")
