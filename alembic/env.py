@@ -11,9 +11,10 @@ import logging.config
 from typing import Any
 
 from alembic import context
+from sqlalchemy import make_url
 from sqlalchemy.engine import Connection
 
-from codex_state.migrations import include_object, migration_connection, resolve_cli_url
+from codex_state.migrations import include_object_for, migration_connection, resolve_cli_url
 from codex_state.orm import Base
 
 config = context.config
@@ -25,7 +26,7 @@ def _run(connection: Connection) -> None:
         target_metadata=Base.metadata,
         render_as_batch=True,
         compare_type=True,
-        include_object=include_object,
+        include_object=include_object_for(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -38,7 +39,7 @@ def _run_offline() -> None:
         target_metadata=Base.metadata,
         literal_binds=True,
         render_as_batch=True,
-        include_object=include_object,
+        include_object=include_object_for(make_url(url).get_backend_name()),
     )
     with context.begin_transaction():
         context.run_migrations()

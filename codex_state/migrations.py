@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from codex_state.engine import WRITE_OPTION, make_engine
 from codex_state.errors import SchemaMismatchError
-from codex_state.orm import SEED_TABLES
+from codex_state.orm import ONLY_ON, SEED_TABLES
 from codex_state.paths import state_db_path
 
 BASELINE_REVISION = "0001"
@@ -42,11 +42,20 @@ def script_location() -> Path:
     return Path(__file__).resolve().parent.parent / "alembic"
 
 
-def include_object(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
-    """Leave other tools' bookkeeping tables (sqlx, SQLite's sequence table) out of diffs."""
-    return not (type_ == "table" and name in _IGNORED_TABLES)
+def include_object_for(dialect_name: str) -> Callable[[Any, str | None, str, bool, Any], bool]:
+    """Autogenerate filter: other tools' bookkeeping tables and other backends' indexes."""
+
+    def include_object(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        if type_ == "table":
+            return name not in _IGNORED_TABLES
+        if type_ == "index" and not reflected:
+            only_on = obj.info.get(ONLY_ON)
+            return only_on is None or only_on == dialect_name
+        return True
+
+    return include_object
 
 
 def resolve_cli_url(x_args: Mapping[str, str], config: Any) -> str:

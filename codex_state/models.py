@@ -38,6 +38,14 @@ def parse_thread_id(value: uuid.UUID | str) -> uuid.UUID:
     raise InvalidThreadIdError(f"invalid thread id: {value!r}")
 
 
+def path_text(path: Path) -> str:
+    """A path as stored: its text, with the empty path as '' (Rust's `PathBuf::new()`), not '.'.
+
+    pathlib cannot tell `Path("")` from `Path(".")`; Codex only ever stores absolute paths.
+    """
+    return "" if path == Path() else str(path)
+
+
 def _thread_id_field(value: Any) -> uuid.UUID:
     return parse_thread_id(value)
 

@@ -25,6 +25,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 # 64-bit on PostgreSQL; plain INTEGER (already 64-bit, and required for AUTOINCREMENT) on SQLite.
 Int64 = BigInteger().with_variant(Integer(), "sqlite")
 
+ONLY_ON = "codex_state_only_on"
+"""`Index.info` key naming the one backend an index exists on (read by the migration diff)."""
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -95,6 +98,12 @@ class LogRowRecord(Base):
     __table_args__ = (
         Index("idx_logs_ts", ts.desc(), ts_nanos.desc(), id.desc()),
         Index("idx_logs_thread_id", "thread_id"),
+        # Ours (revision 0002), PostgreSQL only: a thread's page in id order is one ordered
+        # index read that stops at the limit. SQLite's idx_logs_thread_id already ends in the
+        # rowid (= id), so there the extra index would only cost writes and space.
+        Index(
+            "ix_cs_logs_thread_id_id", "thread_id", "id", info={ONLY_ON: "postgresql"}
+        ).ddl_if(dialect="postgresql"),
         {"sqlite_autoincrement": True},
     )
 

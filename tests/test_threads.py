@@ -19,6 +19,7 @@ from codex_state import (
     SortKey,
     StateRuntime,
     ThreadMetadata,
+    ThreadMetadataBuilder,
     ThreadNotFoundError,
 )
 from tests.conftest import Backend
@@ -304,3 +305,17 @@ def test_bad_input_raises_package_errors(runtime: StateRuntime, call: Any, error
     with pytest.raises(error):
         call(runtime)
     assert len(runtime.list_threads(10).items) == 1
+
+
+def test_empty_cwd_is_stored_as_empty_text(runtime: StateRuntime) -> None:
+    """Rust stores `PathBuf::new()` as ''; pathlib would write '.'."""
+    builder = ThreadMetadataBuilder(
+        id=uuid.uuid4(), rollout_path=Path("/r.jsonl"), created_at=datetime.now(UTC)
+    )
+    metadata = builder.build("openai")
+    runtime.upsert_thread(metadata)
+    with runtime.engine.connect() as conn:
+        stored = conn.execute(
+            text("SELECT cwd FROM threads WHERE id = :id"), {"id": str(metadata.id)}
+        ).scalar()
+    assert stored == ""

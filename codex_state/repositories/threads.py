@@ -28,6 +28,7 @@ from codex_state.models import (
     SortKey,
     ThreadMetadata,
     ThreadsPage,
+    path_text,
 )
 from codex_state.orm import thread_dynamic_tools, threads
 
@@ -167,12 +168,12 @@ def thread_params(metadata: ThreadMetadata) -> dict[str, Any]:
     archived_at = metadata.archived_at
     return {
         "id": str(metadata.id),
-        "rollout_path": str(metadata.rollout_path),
+        "rollout_path": path_text(metadata.rollout_path),
         "created_at": to_epoch_seconds(metadata.created_at),
         "updated_at": to_epoch_seconds(metadata.updated_at),
         "source": metadata.source,
         "model_provider": metadata.model_provider,
-        "cwd": str(metadata.cwd),
+        "cwd": path_text(metadata.cwd),
         "cli_version": metadata.cli_version,
         "title": metadata.title,
         "sandbox_policy": metadata.sandbox_policy,
