@@ -94,7 +94,8 @@ def test_postgres_uses_64_bit_integers(backend: Backend) -> None:
     log_columns = {c["name"]: c for c in inspect(runtime.engine).get_columns("logs")}
     assert str(log_columns["id"]["type"]) == "BIGINT"
     assert str(log_columns["ts"]["type"]) == "BIGINT"
-    log_indexes = {i["name"]: i["column_names"] for i in inspect(runtime.engine).get_indexes("logs")}
+    indexes = inspect(runtime.engine).get_indexes("logs")
+    log_indexes = {index["name"]: index["column_names"] for index in indexes}
     assert log_indexes["ix_cs_logs_thread_id_id"] == ["thread_id", "id"]
 
 
