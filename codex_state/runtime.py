@@ -13,14 +13,16 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 from sqlalchemy import URL, Engine
+from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,9 +58,10 @@ from codex_state.repositories.jobs import (
     Phase1JobRepository,
     owner_key,
 )
-from codex_state.repositories.logs import LogRepository, LogValues
+from codex_state.repositories.logs import LogReads, LogRepository, LogValues
 from codex_state.repositories.memories import SCOPE_KIND_CWD, MemoryRepository, path_key
 from codex_state.repositories.threads import (
+    ThreadReads,
     ThreadRepository,
     as_path,
     check_anchor,
@@ -87,6 +90,30 @@ class Metrics(Protocol):
     """Anything with a `counter` method, e.g. an OpenTelemetry adapter."""
 
     def counter(self, name: str, value: int, tags: dict[str, str]) -> None: ...
+
+
+class _Unit(AbstractContextManager[None]):
+    """The in-memory serial lock, then driver error translation, around one unit of work.
+
+    A class, not a generator context manager: it wraps every call, and the fast reads take
+    only a few microseconds in all.
+    """
+
+    def __init__(
+        self, serial: AbstractContextManager[object], translated: AbstractContextManager[None]
+    ) -> None:
+        self._serial = serial
+        self._translated = translated
+
+    def __enter__(self) -> None:
+        self._serial.__enter__()
+        self._translated.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._translated.__exit__(*exc_info)
+        finally:
+            self._serial.__exit__(*exc_info)
 
 
 class StateRuntime:
@@ -261,12 +288,27 @@ class StateRuntime:
                     raise
             time.sleep(0.01)
 
-    @contextmanager
-    def _unit(self, action: str) -> Iterator[None]:
+    def _fast_read(self, action: str, run: Callable[[DBAPIConnection, Dialect], T]) -> T:
+        """Run one SELECT on a pooled DBAPI connection, without a Session (see `fastread`).
+
+        One statement needs no explicit transaction to see a consistent snapshot: on SQLite
+        it runs in autocommit (the engine turns pysqlite's implicit BEGIN off), on PostgreSQL
+        the pool's reset-on-return rolls back the transaction the driver opened.
+        """
+        dialect = self._engine.dialect
+        with self._unit(action, (dialect.loaded_dbapi.Error,)):
+            connection = self._engine.raw_connection()
+            try:
+                return run(connection, dialect)
+            finally:
+                connection.close()
+
+    def _unit(
+        self, action: str, dbapi_errors: tuple[type[Exception], ...] = ()
+    ) -> AbstractContextManager[None]:
         if self._closed:
             raise StateError("the StateRuntime is closed")
-        with self._serial, translate_db_errors(action):
-            yield
+        return _Unit(self._serial, translate_db_errors(action, dbapi_errors))
 
     def _now(self, session: Session) -> int:
         return self._clock.now(session)
@@ -300,7 +342,7 @@ class StateRuntime:
 
     def get_thread(self, thread_id: uuid.UUID | str) -> ThreadMetadata | None:
         key = parse_thread_id(thread_id)
-        return self._read("get_thread", lambda s: ThreadRepository(s).get(key))
+        return self._fast_read("get_thread", lambda c, d: ThreadReads(c, d).get(key))
 
     def upsert_thread(self, metadata: ThreadMetadata) -> None:
         """Insert the thread, or replace every column of the row with the same id."""
@@ -325,9 +367,9 @@ class StateRuntime:
         after, key = check_anchor(anchor), check_sort_key(sort_key)
         sources = check_strings("allowed_sources", allowed_sources)
         providers = check_strings("model_providers", model_providers)
-        return self._read(
+        return self._fast_read(
             "list_threads",
-            lambda s: ThreadRepository(s).list_page(
+            lambda c, d: ThreadReads(c, d).list_page(
                 size, after, key, sources, providers, bool(archived_only)
             ),
         )
@@ -346,9 +388,9 @@ class StateRuntime:
         after, key = check_anchor(anchor), check_sort_key(sort_key)
         sources = check_strings("allowed_sources", allowed_sources)
         providers = check_strings("model_providers", model_providers)
-        rows = self._read(
+        rows = self._fast_read(
             "list_thread_ids",
-            lambda s: ThreadRepository(s).page(
+            lambda c, d: ThreadReads(c, d).page(
                 limit=size,
                 anchor=after,
                 sort_key=key,
@@ -815,11 +857,13 @@ class StateRuntime:
 
     def query_logs(self, query: LogQuery) -> list[LogRow]:
         """Rows matching every filter of `query`, ordered by id."""
-        return self._read("query_logs", lambda s: LogRepository(s).query(query))
+        return self._fast_read("query_logs", lambda c, d: LogReads(c, d).query(query))
 
     def max_log_id(self, query: LogQuery | None = None) -> int:
         """The largest id matching `query`'s filters, 0 when none match."""
-        return self._read("max_log_id", lambda s: LogRepository(s).max_id(query or LogQuery()))
+        return self._fast_read(
+            "max_log_id", lambda c, d: LogReads(c, d).max_id(query or LogQuery())
+        )
 
     def delete_logs_before(self, cutoff_ts: int, *, limit: int | None = None) -> int:
         """Delete rows older than `cutoff_ts` (epoch seconds); returns how many went.

@@ -1,19 +1,19 @@
 """Query-plan guards: the viewer's tail query and thread filter are index searches, not scans.
 
-The statements checked are the ones `query_logs` really sends (captured from the cursor), so a
-change to how the repository builds SQL cannot slip past.
+The statements checked are the ones `query_logs` really sends (captured from the fast-read
+cursor), so a change to how the repository builds SQL cannot slip past.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from codex_state import LogEntry, LogQuery, StateRuntime
 from tests.conftest import Backend
+from tests.sql_capture import captured_sql
 
 THREADS = [str(uuid.UUID(int=i)) for i in range(1, 201)]
 ROWS = 20_000
@@ -38,17 +38,9 @@ def fill(runtime: StateRuntime) -> None:
 
 def plan(runtime: StateRuntime, query: LogQuery) -> str:
     """The database's plan for the SELECT that `query_logs(query)` executes."""
-    captured: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            captured.append((statement, params))
-
-    event.listen(runtime.engine, "before_cursor_execute", capture)
-    try:
+    selects = captured_sql(runtime.engine, lambda sql: sql.lstrip().upper().startswith("SELECT"))
+    with selects as captured:
         runtime.query_logs(query)
-    finally:
-        event.remove(runtime.engine, "before_cursor_execute", capture)
     (statement, params) = captured[-1]
     explain = "EXPLAIN QUERY PLAN " if runtime.engine.dialect.name == "sqlite" else "EXPLAIN "
     with runtime.engine.connect() as conn:

@@ -1,23 +1,23 @@
 """Query-plan guards: every thread page is an ordered index range, never a scan-then-sort.
 
-The statements checked are the ones the runtime really sends (captured from the engine), so
-a change to the query builder cannot slip past. PostgreSQL only prefers an ordered index walk
-over a bitmap scan plus sort once the table is big enough and analysed, hence 20,000 rows.
+The statements checked are the ones the runtime really sends (captured from the engine and from
+the fast-read cursor), so a change to the query builder cannot slip past. PostgreSQL only
+prefers an ordered index walk over a bitmap scan plus sort once the table is big enough and
+analysed, hence 20,000 rows.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
-
-from sqlalchemy import event
 
 from codex_state import Anchor, SortKey, StateRuntime
 from codex_state.repositories.threads import ThreadRepository
 from tests.conftest import Backend
+from tests.sql_capture import captured_sql
 from tests.test_threads import BASE, make_thread
 
 ROWS = 20_000
@@ -49,20 +49,8 @@ def _seed(runtime: StateRuntime) -> None:
     runtime._write("seed", lambda s: ThreadRepository(s).upsert_many(rows))
 
 
-@contextmanager
-def _captured(runtime: StateRuntime) -> Iterator[list[tuple[str, Any]]]:
-    statements: list[tuple[str, Any]] = []
-
-    def capture(*args: Any) -> None:
-        statement, parameters = args[2], args[3]
-        if "FROM threads" in statement:
-            statements.append((statement, parameters))
-
-    event.listen(runtime.engine, "before_cursor_execute", capture)
-    try:
-        yield statements
-    finally:
-        event.remove(runtime.engine, "before_cursor_execute", capture)
+def _captured(runtime: StateRuntime) -> AbstractContextManager[list[tuple[str, Any]]]:
+    return captured_sql(runtime.engine, lambda statement: "FROM threads" in statement)
 
 
 def _plans(runtime: StateRuntime) -> dict[str, str]:

@@ -1,8 +1,10 @@
 """Thread rows and their dynamic tools: point reads, keyset pages and insert-or-replace writes.
 
-Pages are the hot path. Each statement shape is built once (module level, `bindparam`s, expanding
-IN lists) so SQLAlchemy's compiled cache always hits, and rows are read through the session's
-`Connection` as plain tuples: the ORM's per-row machinery would cost more than the query.
+Point reads and pages are the hot path. Each statement shape is built once (module level,
+`bindparam`s, one bindparam per IN-list element) as a `FastQuery`, which `ThreadReads` runs on a
+raw DBAPI connection: SQLAlchemy's per-execution machinery would cost more than the query (see
+`codex_state.fastread`). Reads inside a write transaction run the same statements through the
+session.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, or_, select
-from sqlalchemy.engine import Row
+from sqlalchemy import ColumnElement, and_, bindparam, exists, or_, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session
 
 from codex_state.clock import from_epoch_seconds, to_epoch_seconds
 from codex_state.dialect import PerDialect, dialect_insert
 from codex_state.errors import InvalidInputError
+from codex_state.fastread import FastQuery, in_list, in_list_params
 from codex_state.models import (
     Anchor,
     DynamicToolSpec,
@@ -53,7 +58,7 @@ _COLUMNS = (
     threads.c.git_origin_url,
 )
 
-_select_thread = select(*_COLUMNS).where(threads.c.id == bindparam("id"))
+_select_thread = FastQuery(select(*_COLUMNS).where(threads.c.id == bindparam("id")))
 _thread_exists = select(exists().where(threads.c.id == bindparam("id")))
 
 _select_rollout_path = {
@@ -98,32 +103,22 @@ _insert_tools = PerDialect(
 _SORT_KEYS = frozenset(key.value for key in SortKey)
 _SORT_COLUMNS = {SortKey.CREATED_AT: threads.c.created_at, SortKey.UPDATED_AT: threads.c.updated_at}
 
-# (ids only, sort key, sources filter, providers filter, anchor) -> statement; 32 shapes at most.
-_page_statements: dict[tuple[bool, SortKey, bool, bool, bool], Select[Any]] = {}
 
-
+# One statement per (ids only, sort key, number of sources, of providers, anchor): filter
+# lists are short and repeat, so few shapes are live at once.
+@lru_cache(maxsize=256)
 def _page_statement(
-    ids_only: bool, sort_key: SortKey, sources: bool, providers: bool, anchor: bool
-) -> Select[Any]:
-    key = (ids_only, sort_key, sources, providers, anchor)
-    statement = _page_statements.get(key)
-    if statement is None:
-        statement = _page_statements[key] = _build_page(*key)
-    return statement
-
-
-def _build_page(
-    ids_only: bool, sort_key: SortKey, sources: bool, providers: bool, anchor: bool
-) -> Select[Any]:
+    ids_only: bool, sort_key: SortKey, sources: int, providers: int, anchor: bool
+) -> FastQuery:
     column = _SORT_COLUMNS[sort_key]
     conditions: list[ColumnElement[bool]] = [
         threads.c.archived == bindparam("archived"),
         threads.c.first_user_message != "",
     ]
     if sources:
-        conditions.append(threads.c.source.in_(bindparam("sources", expanding=True)))
+        conditions.append(in_list(threads.c.source, "source", sources))
     if providers:
-        conditions.append(threads.c.model_provider.in_(bindparam("providers", expanding=True)))
+        conditions.append(in_list(threads.c.model_provider, "provider", providers))
     if anchor:
         ts = bindparam("anchor_ts", type_=column.type)
         anchor_id = bindparam("anchor_id", type_=threads.c.id.type)
@@ -131,7 +126,7 @@ def _build_page(
         # SQLite and PostgreSQL turn into an index range, so deep pages do not walk the prefix.
         conditions.append(column <= ts)
         conditions.append(or_(column < ts, and_(column == ts, threads.c.id < anchor_id)))
-    return (
+    return FastQuery(
         select(*((threads.c.id,) if ids_only else _COLUMNS))
         .where(*conditions)
         .order_by(column.desc(), threads.c.id.desc())
@@ -228,7 +223,12 @@ class ThreadRepository:
         self._session = session
 
     def get(self, thread_id: uuid.UUID) -> ThreadMetadata | None:
-        row = self._session.connection().execute(_select_thread, {"id": str(thread_id)}).first()
+        """The thread, read inside this session's transaction (e.g. before a rewrite)."""
+        row = (
+            self._session.connection()
+            .execute(_select_thread.statement, {"id": str(thread_id)})
+            .first()
+        )
         return None if row is None else _to_metadata(row)
 
     def exists(self, thread_id: uuid.UUID) -> bool:
@@ -244,6 +244,38 @@ class ThreadRepository:
                 _upsert_thread(self._session), [thread_params(item) for item in items]
             )
 
+    def find_rollout_path(self, thread_id: uuid.UUID, archived_only: bool | None) -> Path | None:
+        value = self._session.execute(
+            _select_rollout_path[archived_only], {"id": str(thread_id)}
+        ).scalar_one_or_none()
+        return None if value is None else Path(value)
+
+    def get_dynamic_tools(self, thread_id: uuid.UUID) -> list[DynamicToolSpec] | None:
+        rows = self._session.execute(_select_tools, {"thread_id": str(thread_id)}).all()
+        if not rows:
+            return None
+        return [
+            DynamicToolSpec(name=name, description=description, input_schema=json.loads(schema))
+            for name, description, schema in rows
+        ]
+
+    def insert_dynamic_tools_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert tool rows (from `tool_params`) in one statement; existing positions are kept."""
+        if rows:
+            self._session.connection().execute(_insert_tools(self._session), list(rows))
+
+
+class ThreadReads:
+    """The hot thread reads, on a checked-out DBAPI connection (`StateRuntime._fast_read`)."""
+
+    def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
+        self._connection = connection
+        self._dialect = dialect
+
+    def get(self, thread_id: uuid.UUID) -> ThreadMetadata | None:
+        row = _select_thread.first(self._connection, self._dialect, {"id": str(thread_id)})
+        return None if row is None else _to_metadata(row)
+
     def page(
         self,
         *,
@@ -254,20 +286,18 @@ class ThreadRepository:
         providers: Sequence[str],
         archived_only: bool,
         ids_only: bool = False,
-    ) -> list[Row[Any]]:
+    ) -> list[tuple[Any, ...]]:
         """Up to `limit` rows of one keyset page, newest first (the seed's filters)."""
         params: dict[str, Any] = {"archived": int(archived_only), "limit": limit}
-        if sources:
-            params["sources"] = list(sources)
-        if providers:
-            params["providers"] = list(providers)
+        params.update(in_list_params("source", sources))
+        params.update(in_list_params("provider", providers))
         if anchor is not None:
             params["anchor_ts"] = to_epoch_seconds(anchor.ts)
             params["anchor_id"] = str(anchor.id)
         statement = _page_statement(
-            ids_only, sort_key, bool(sources), bool(providers), anchor is not None
+            ids_only, sort_key, len(sources), len(providers), anchor is not None
         )
-        return list(self._session.connection().execute(statement, params))
+        return statement.all(self._connection, self._dialect, params)
 
     def list_page(
         self,
@@ -294,26 +324,6 @@ class ThreadRepository:
             ts = last.created_at if sort_key is SortKey.CREATED_AT else last.updated_at
             next_anchor = Anchor(ts=ts, id=last.id)
         return ThreadsPage(items=items, next_anchor=next_anchor, num_scanned_rows=scanned)
-
-    def find_rollout_path(self, thread_id: uuid.UUID, archived_only: bool | None) -> Path | None:
-        value = self._session.execute(
-            _select_rollout_path[archived_only], {"id": str(thread_id)}
-        ).scalar_one_or_none()
-        return None if value is None else Path(value)
-
-    def get_dynamic_tools(self, thread_id: uuid.UUID) -> list[DynamicToolSpec] | None:
-        rows = self._session.execute(_select_tools, {"thread_id": str(thread_id)}).all()
-        if not rows:
-            return None
-        return [
-            DynamicToolSpec(name=name, description=description, input_schema=json.loads(schema))
-            for name, description, schema in rows
-        ]
-
-    def insert_dynamic_tools_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert tool rows (from `tool_params`) in one statement; existing positions are kept."""
-        if rows:
-            self._session.connection().execute(_insert_tools(self._session), list(rows))
 
 
 # ------------------------------------------------------------------ argument checks (public API)

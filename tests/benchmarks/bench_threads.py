@@ -4,8 +4,8 @@ Run: `.venv/bin/python -m tests.benchmarks.bench_threads` (or with pytest -s).
 
 For 1,000 and 200,000 threads in a SQLite file, times `list_threads(50)` (a first page and a
 page deep in the table) and `get_thread`, and a baseline that sends the very statements the
-runtime sent (captured from the engine) through `sqlite3`, inside the same BEGIN/COMMIT a
-unit of work costs, and builds the same pydantic values with the same row conversion. Prints
+runtime sent (captured from its cursor) through `sqlite3`, as the one autocommit statement
+the runtime runs too, and builds the same pydantic values with the same row conversion. Prints
 each ratio (target: at most 1.5) and the 200k/1k ratio of a page (target: at most 1.2).
 """
 
@@ -20,10 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-
 from codex_state import Anchor, StateRuntime, ThreadMetadata, ThreadsPage
 from codex_state.repositories.threads import ThreadRepository, _to_metadata
+from tests.sql_capture import captured_sql
 
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
 SIZES = (1_000, 200_000)
@@ -61,25 +60,14 @@ def _best(work: Callable[[], object], repeat: int = 7, number: int = 200) -> flo
 
 
 def _captured_sql(runtime: StateRuntime, call: Callable[[], object]) -> tuple[str, Any]:
-    sent: list[tuple[str, Any]] = []
-
-    def capture(*args: Any) -> None:
-        if "FROM threads" in args[2]:
-            sent.append((args[2], args[3]))
-
-    event.listen(runtime.engine, "before_cursor_execute", capture)
-    try:
+    with captured_sql(runtime.engine, lambda statement: "FROM threads" in statement) as sent:
         call()
-    finally:
-        event.remove(runtime.engine, "before_cursor_execute", capture)
     assert len(sent) == 1
     return sent[0]
 
 
 def _raw_page(conn: sqlite3.Connection, sql: str, params: Any) -> ThreadsPage:
-    conn.execute("BEGIN")
     rows = conn.execute(sql, params).fetchall()
-    conn.execute("COMMIT")
     items = [_to_metadata(row) for row in rows[:PAGE]]
     anchor = None
     if len(rows) > PAGE:
@@ -88,9 +76,7 @@ def _raw_page(conn: sqlite3.Connection, sql: str, params: Any) -> ThreadsPage:
 
 
 def _raw_get(conn: sqlite3.Connection, sql: str, params: Any) -> ThreadMetadata | None:
-    conn.execute("BEGIN")
     row = conn.execute(sql, params).fetchone()
-    conn.execute("COMMIT")
     return None if row is None else _to_metadata(row)
 
 
