@@ -108,6 +108,14 @@ def test_get_last_n_thread_memories_for_cwd_matches_exactly(backend: Backend) ->
     assert runtime.get_last_n_thread_memories_for_cwd(PurePosixPath("/codex/missing"), 10) == []
 
 
+def test_empty_cwd_scope_matches_the_stored_empty_cwd(runtime: StateRuntime) -> None:
+    thread_id = add_thread(runtime, "")
+    memory = runtime.upsert_thread_memory(thread_id, "r", "s")
+    assert memory.scope_key == ""
+    assert runtime.get_last_n_thread_memories_for_cwd("", 5) == [memory]
+    assert runtime.get_last_n_thread_memories_for_cwd(Path(), 5) == [memory]
+
+
 def test_last_n_ties_break_by_thread_id_descending(backend: Backend) -> None:
     runtime = backend.runtime(clock=ManualClock(T0))
     ids = [add_thread(runtime) for _ in range(4)]

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from codex_state.clock import from_epoch_seconds
 from codex_state.dialect import PerDialect, dialect_insert
 from codex_state.errors import ThreadNotFoundError
-from codex_state.models import ThreadMemory
+from codex_state.models import ThreadMemory, path_text
 from codex_state.orm import Int64, memory_phase1_jobs, thread_memory, threads
 from codex_state.repositories.threads import as_path
 
@@ -137,8 +137,8 @@ _upsert_if_owner = PerDialect(lambda dialect: _build_upsert(dialect, owner_guard
 
 
 def path_key(name: str, path: str | os.PathLike[str]) -> str:
-    """A cwd or memory-root argument as stored: `str(Path(path))`, as thread cwds are stored."""
-    return str(as_path(name, path))
+    """A cwd or memory-root argument in the form thread cwds are stored in (`path_text`)."""
+    return path_text(as_path(name, path))
 
 
 def to_thread_memory(row: Row[Any]) -> ThreadMemory:
