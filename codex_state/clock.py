@@ -4,6 +4,9 @@ Leases compare timestamps written by different processes, possibly on different 
 PostgreSQL the database server's clock is the one clock every claimer shares, so
 `DatabaseClock` asks the server; on SQLite every writer is on the same machine and the local
 clock is that shared clock. Tests pass their own `Clock` to age leases without sleeping.
+
+A clock is asked inside the unit of work, on its DBAPI connection: the Session units pass the
+connection under their Session, the fast units (`StateRuntime._fast_write`) the pooled one.
 """
 
 from __future__ import annotations
@@ -12,8 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy.engine.interfaces import DBAPIConnection
 
 
 def to_epoch_seconds(value: datetime) -> int:
@@ -37,25 +39,35 @@ def utc_whole_seconds(value: datetime) -> datetime:
 class Clock(Protocol):
     """Where `now` comes from for a unit of work."""
 
-    def now(self, session: Session) -> int:
-        """Current epoch seconds, as the lease-holders of this database agree on them."""
+    def now(self, connection: DBAPIConnection) -> int:
+        """Current epoch seconds, as the lease-holders of this database agree on them.
+
+        `connection` is the unit of work's DBAPI connection, for clocks that ask the database.
+        """
         ...
 
 
 class SystemClock:
     """This host's clock."""
 
-    def now(self, session: Session) -> int:
+    def now(self, connection: DBAPIConnection) -> int:
         return int(time.time())
 
 
 class DatabaseClock:
     """The database server's clock (PostgreSQL), shared by claimers on every host."""
 
-    _query = text("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)")
+    # clock_timestamp(), not now(): now() is frozen at the start of the transaction.
+    _query = "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)"
 
-    def now(self, session: Session) -> int:
-        return int(session.execute(self._query).scalar_one())
+    def now(self, connection: DBAPIConnection) -> int:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(self._query)
+            [(seconds,)] = cursor.fetchall()
+        finally:
+            cursor.close()
+        return int(seconds)
 
 
 class ManualClock:
@@ -64,7 +76,7 @@ class ManualClock:
     def __init__(self, start: int) -> None:
         self.current = start
 
-    def now(self, session: Session) -> int:
+    def now(self, connection: DBAPIConnection) -> int:
         return self.current
 
     def advance(self, seconds: int) -> None:

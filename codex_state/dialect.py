@@ -29,7 +29,10 @@ class PerDialect(Generic[S]):
         self._built: dict[str, S] = {}
 
     def __call__(self, session: Session) -> S:
-        name = session.get_bind().dialect.name
+        return self.for_dialect(session.get_bind().dialect.name)
+
+    def for_dialect(self, name: str) -> S:
+        """The statement for the backend called `name` (`Dialect.name`), built on first use."""
         statement = self._built.get(name)
         if statement is None:
             statement = self._built[name] = self._build(name)

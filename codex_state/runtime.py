@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -23,8 +24,9 @@ from typing import Any, Protocol, Self, TypeVar
 from sqlalchemy import URL, Engine
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
 
 from codex_state.clock import Clock, DatabaseClock, SystemClock, utc_whole_seconds
 from codex_state.engine import WRITE_OPTION, is_sqlite_memory, make_engine, parse_url
@@ -225,7 +227,8 @@ class StateRuntime:
             _count(metrics, METRIC_DB_INIT, {"status": "open_error"})
             if engine is not None:
                 engine.dispose()
-            raise StateDbOpenError(f"cannot open state database {shown}: {err}") from err
+            reason = _first_line(getattr(err, "orig", None) or err)
+            raise StateDbOpenError(f"cannot open state database {shown}: {reason}") from err
         _count(metrics, METRIC_DB_INIT, {"status": "opened"})
         runtime = cls(
             engine, default_provider, codex_home=codex_home, metrics=metrics, clock=clock
@@ -278,15 +281,41 @@ class StateRuntime:
 
     def _write(self, action: str, work: Callable[[Session], T]) -> T:
         """Run `work` in a write transaction, retrying it whole if the database was busy."""
-        deadline = time.monotonic() + _RETRY_SECONDS
-        while True:
-            try:
-                with self._unit(action), self._writes() as session, session.begin():
-                    return work(session)
-            except StateError as err:
-                if not (_is_retryable(err.__cause__) and time.monotonic() < deadline):
+
+        def attempt() -> T:
+            with self._unit(action), self._writes() as session, session.begin():
+                return work(session)
+
+        return _retrying(attempt)
+
+    def _fast_write(self, action: str, run: Callable[[DBAPIConnection, Dialect], T]) -> T:
+        """`_write` on a pooled DBAPI connection, without a Session (see `fastread`).
+
+        The same transaction: on SQLite `BEGIN IMMEDIATE` takes the write lock first (the
+        engine turns pysqlite's implicit BEGIN off, so the transaction is ours to open); on
+        PostgreSQL the driver opens a READ COMMITTED transaction at the first statement. It
+        commits when `run` returns, rolls back when anything raises, and is retried whole
+        when the database was busy.
+        """
+        dialect = self._engine.dialect
+        errors = (dialect.loaded_dbapi.Error,)
+
+        def attempt() -> T:
+            with self._unit(action, errors):
+                connection = self._engine.raw_connection()
+                try:
+                    if self._sqlite:
+                        _execute(connection, "BEGIN IMMEDIATE")
+                    result = run(connection, dialect)
+                    connection.commit()
+                    return result
+                except BaseException:
+                    _roll_back(connection)
                     raise
-            time.sleep(0.01)
+                finally:
+                    connection.close()
+
+        return _retrying(attempt)
 
     def _fast_read(self, action: str, run: Callable[[DBAPIConnection, Dialect], T]) -> T:
         """Run one SELECT on a pooled DBAPI connection, without a Session (see `fastread`).
@@ -311,7 +340,8 @@ class StateRuntime:
         return _Unit(self._serial, translate_db_errors(action, dbapi_errors))
 
     def _now(self, session: Session) -> int:
-        return self._clock.now(session)
+        """The clock's now for a Session unit (fast units pass their connection to the clock)."""
+        return self._clock.now(session.connection().connection)
 
     # ------------------------------------------------------------------------ backfill state
 
@@ -591,7 +621,9 @@ class StateRuntime:
     def get_thread_memory(self, thread_id: uuid.UUID | str) -> ThreadMemory | None:
         """The thread's most recently updated memory across all scopes, if any."""
         key = str(parse_thread_id(thread_id))
-        return self._read("get_thread_memory", lambda s: MemoryRepository(s).get_newest(key))
+        return self._fast_read(
+            "get_thread_memory", lambda c, d: MemoryRepository(c, d).get_newest(key)
+        )
 
     def upsert_thread_memory(
         self, thread_id: uuid.UUID | str, raw_memory: str, memory_summary: str
@@ -603,10 +635,10 @@ class StateRuntime:
         """
         key = str(parse_thread_id(thread_id))
         _check_texts(raw_memory=raw_memory, memory_summary=memory_summary)
-        return self._write(
+        return self._fast_write(
             "upsert_thread_memory",
-            lambda s: MemoryRepository(s).upsert_cwd_scope(
-                key, raw_memory, memory_summary, self._now(s)
+            lambda c, d: MemoryRepository(c, d).upsert_cwd_scope(
+                key, raw_memory, memory_summary, self._clock.now(c)
             ),
         )
 
@@ -630,10 +662,10 @@ class StateRuntime:
             raw_memory=raw_memory,
             memory_summary=memory_summary,
         )
-        return self._write(
+        return self._fast_write(
             "upsert_thread_memory_for_scope",
-            lambda s: MemoryRepository(s).upsert(
-                key, scope_kind, scope_key, raw_memory, memory_summary, self._now(s)
+            lambda c, d: MemoryRepository(c, d).upsert(
+                key, scope_kind, scope_key, raw_memory, memory_summary, self._clock.now(c)
             ),
         )
 
@@ -660,16 +692,16 @@ class StateRuntime:
             raw_memory=raw_memory,
             memory_summary=memory_summary,
         )
-        return self._write(
+        return self._fast_write(
             "upsert_thread_memory_for_scope_if_phase1_owner",
-            lambda s: MemoryRepository(s).upsert_if_owner(
+            lambda c, d: MemoryRepository(c, d).upsert_if_owner(
                 key,
                 scope_kind,
                 scope_key,
                 ownership_token,
                 raw_memory,
                 memory_summary,
-                self._now(s),
+                self._clock.now(c),
             ),
         )
 
@@ -685,9 +717,9 @@ class StateRuntime:
         """The `n` newest valid (not invalidated) memories of a scope, newest first."""
         _check_texts(scope_kind=scope_kind, scope_key=scope_key)
         limit = check_count("n", n)
-        return self._read(
+        return self._fast_read(
             "get_last_n_thread_memories_for_scope",
-            lambda s: MemoryRepository(s).last_n_for_scope(scope_kind, scope_key, limit),
+            lambda c, d: MemoryRepository(c, d).last_n_for_scope(scope_kind, scope_key, limit),
         )
 
     def try_claim_phase1_job(
@@ -714,10 +746,10 @@ class StateRuntime:
         _check_texts(scope_kind=scope_kind, scope_key=scope_key)
         _check_epoch("source_updated_at", source_updated_at)
         lease = check_count("lease_seconds", lease_seconds)
-        return self._write(
+        return self._fast_write(
             "try_claim_phase1_job",
-            lambda s: Phase1JobRepository(s).try_claim(
-                key, scope_kind, scope_key, owner, source_updated_at, lease, self._now(s)
+            lambda c, d: Phase1JobRepository(c, d).try_claim(
+                key, scope_kind, scope_key, owner, source_updated_at, lease, self._clock.now(c)
             ),
         )
 
@@ -739,16 +771,16 @@ class StateRuntime:
             raw_memory_path=raw_memory_path,
             summary_hash=summary_hash,
         )
-        return self._write(
+        return self._fast_write(
             "mark_phase1_job_succeeded",
-            lambda s: Phase1JobRepository(s).mark_succeeded(
+            lambda c, d: Phase1JobRepository(c, d).mark_succeeded(
                 key,
                 scope_kind,
                 scope_key,
                 ownership_token,
                 raw_memory_path,
                 summary_hash,
-                self._now(s),
+                self._clock.now(c),
             ),
         )
 
@@ -768,10 +800,10 @@ class StateRuntime:
             ownership_token=ownership_token,
             failure_reason=failure_reason,
         )
-        return self._write(
+        return self._fast_write(
             "mark_phase1_job_failed",
-            lambda s: Phase1JobRepository(s).mark_failed(
-                key, scope_kind, scope_key, ownership_token, failure_reason, self._now(s)
+            lambda c, d: Phase1JobRepository(c, d).mark_failed(
+                key, scope_kind, scope_key, ownership_token, failure_reason, self._clock.now(c)
             ),
         )
 
@@ -785,10 +817,10 @@ class StateRuntime:
         """Restart the job's lease from now; False when `ownership_token` no longer owns it."""
         key = str(parse_thread_id(thread_id))
         _check_texts(scope_kind=scope_kind, scope_key=scope_key, ownership_token=ownership_token)
-        return self._write(
+        return self._fast_write(
             "renew_phase1_job_lease",
-            lambda s: Phase1JobRepository(s).renew_lease(
-                key, scope_kind, scope_key, ownership_token, self._now(s)
+            lambda c, d: Phase1JobRepository(c, d).renew_lease(
+                key, scope_kind, scope_key, ownership_token, self._clock.now(c)
             ),
         )
 
@@ -797,10 +829,10 @@ class StateRuntime:
         _check_texts(scope_kind=scope_kind, scope_key=scope_key)
         if not isinstance(dirty, bool):
             raise InvalidInputError(f"dirty must be a bool, got {dirty!r}")
-        self._write(
+        self._fast_write(
             "mark_memory_scope_dirty",
-            lambda s: ConsolidationRepository(s).mark_scope_dirty(
-                scope_kind, scope_key, dirty, self._now(s)
+            lambda c, d: ConsolidationRepository(c, d).mark_scope_dirty(
+                scope_kind, scope_key, dirty, self._clock.now(c)
             ),
         )
 
@@ -817,10 +849,10 @@ class StateRuntime:
         """
         path, owner = path_key("cwd", cwd), owner_key(working_thread_id)
         lease = check_count("lease_seconds", lease_seconds)
-        return self._write(
+        return self._fast_write(
             "try_acquire_memory_consolidation_lock",
-            lambda s: ConsolidationRepository(s).try_acquire_lock(
-                path, owner, lease, self._now(s)
+            lambda c, d: ConsolidationRepository(c, d).try_acquire_lock(
+                path, owner, lease, self._clock.now(c)
             ),
         )
 
@@ -829,9 +861,9 @@ class StateRuntime:
     ) -> bool:
         """Release the lock of `cwd` if `working_thread_id` holds it; True when released."""
         path, owner = path_key("cwd", cwd), owner_key(working_thread_id)
-        return self._write(
+        return self._fast_write(
             "release_memory_consolidation_lock",
-            lambda s: ConsolidationRepository(s).release_lock(path, owner),
+            lambda c, d: ConsolidationRepository(c, d).release_lock(path, owner),
         )
 
 
@@ -901,6 +933,12 @@ def _check_epoch(name: str, value: object) -> None:
         raise InvalidInputError(f"{name} must be epoch seconds (int), got {value!r}")
 
 
+def _first_line(err: BaseException) -> str:
+    """The first line of a driver message: enough for a person, and one line for a CLI."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _count(metrics: Metrics | None, name: str, tags: dict[str, str]) -> None:
     if metrics is None:
         return
@@ -910,9 +948,41 @@ def _count(metrics: Metrics | None, name: str, tags: dict[str, str]) -> None:
         logger.exception("metrics counter %s failed", name)
 
 
+def _retrying(attempt: Callable[[], T]) -> T:
+    """`attempt()`, run again while the database was busy; a failed attempt rolled back."""
+    deadline = time.monotonic() + _RETRY_SECONDS
+    while True:
+        try:
+            return attempt()
+        except StateError as err:
+            if not (_is_retryable(err.__cause__) and time.monotonic() < deadline):
+                raise
+        time.sleep(0.01)
+
+
 def _is_retryable(cause: BaseException | None) -> bool:
-    if isinstance(cause, OperationalError) and "locked" in str(cause.orig).lower():
-        return True
-    if isinstance(cause, DBAPIError):
-        return getattr(cause.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
-    return False
+    # Session units see the driver error wrapped by SQLAlchemy, fast units see it bare.
+    error = cause.orig if isinstance(cause, DBAPIError) else cause
+    if isinstance(error, sqlite3.OperationalError):
+        return "locked" in str(error).lower()
+    return getattr(error, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def _execute(connection: DBAPIConnection, sql: str) -> None:
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql)
+    finally:
+        cursor.close()
+
+
+def _roll_back(connection: PoolProxiedConnection) -> None:
+    """End the failed transaction; a connection that cannot even roll back is discarded.
+
+    The error that made us roll back is the one worth raising, so a failed rollback (a broken
+    connection) only invalidates the connection: the pool replaces it instead of reusing it.
+    """
+    try:
+        connection.rollback()
+    except Exception:
+        connection.invalidate()

@@ -10,6 +10,9 @@ an error:
 - only when both matched nothing is the row read, to say why the claim was skipped.
 
 Finish, fail and renew are guarded by `status = 'running' AND ownership_token = :token`.
+
+The statements are `FastQuery`s run on the unit of work's DBAPI connection
+(`StateRuntime._fast_write`), and the cursor's row count is the CAS verdict.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, Text, Update, and_, bindparam, literal, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Text, and_, bindparam, literal, or_, select, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.interfaces import DBAPIConnection
 
 from codex_state.dialect import PerDialect, dialect_insert
 from codex_state.errors import InvalidInputError
+from codex_state.fastread import FastQuery
 from codex_state.models import Phase1ClaimKind, Phase1JobClaimOutcome, parse_thread_id
 from codex_state.orm import (
     Int64,
@@ -45,7 +50,7 @@ JOB_FAILED = "failed"
 _jobs = memory_phase1_jobs.c
 
 
-def _build_insert_claim(dialect: str) -> Any:
+def _build_insert_claim(dialect: str) -> FastQuery:
     values = {
         **key_values(),
         "status": literal(JOB_RUNNING, Text),
@@ -56,7 +61,7 @@ def _build_insert_claim(dialect: str) -> Any:
     }
     # The thread check rides in the insert (FOR KEY SHARE pins it on PostgreSQL), so a claim of
     # an unknown thread inserts nothing instead of failing the foreign key.
-    return (
+    return FastQuery(
         dialect_insert(dialect, memory_phase1_jobs)
         .from_select(list(values), select(*values.values()).where(THREAD_CWD_LOCKED.exists()))
         .on_conflict_do_nothing(index_elements=["thread_id", "scope_kind", "scope_key"])
@@ -80,7 +85,7 @@ _stealable = and_(
     ),
 )
 
-_steal_claim = (
+_steal_claim = FastQuery(
     update(memory_phase1_jobs)
     .where(job_key_clause(), _stealable)
     .values(
@@ -96,12 +101,12 @@ _steal_claim = (
     )
 )
 
-_select_job = select(_jobs.status, _jobs.source_updated_at).where(job_key_clause())
+_select_job = FastQuery(select(_jobs.status, _jobs.source_updated_at).where(job_key_clause()))
 
 
-def _owned_update(**values: Any) -> Update:
+def _owned_update(**values: Any) -> FastQuery:
     """A write that only the current owner of a running job can make."""
-    return update(memory_phase1_jobs).where(job_owned_clause()).values(**values)
+    return FastQuery(update(memory_phase1_jobs).where(job_owned_clause()).values(**values))
 
 
 _succeed = _owned_update(
@@ -117,16 +122,18 @@ _fail = _owned_update(
 _renew = _owned_update(started_at=bindparam("p_now"))
 
 
-def _build_mark_dirty(dialect: str) -> Any:
+def _build_mark_dirty(dialect: str) -> FastQuery:
     insert = dialect_insert(dialect, memory_scope_dirty).values(
         scope_kind=bindparam("p_scope_kind"),
         scope_key=bindparam("p_scope_key"),
         dirty=bindparam("p_dirty"),
         updated_at=bindparam("p_now"),
     )
-    return insert.on_conflict_do_update(
-        index_elements=["scope_kind", "scope_key"],
-        set_={"dirty": insert.excluded.dirty, "updated_at": insert.excluded.updated_at},
+    return FastQuery(
+        insert.on_conflict_do_update(
+            index_elements=["scope_kind", "scope_key"],
+            set_={"dirty": insert.excluded.dirty, "updated_at": insert.excluded.updated_at},
+        )
     )
 
 
@@ -135,30 +142,34 @@ _mark_dirty = PerDialect(_build_mark_dirty)
 _locks = memory_consolidation_locks.c
 
 
-def _build_acquire_lock(dialect: str) -> Any:
+def _build_acquire_lock(dialect: str) -> FastQuery:
     insert = dialect_insert(dialect, memory_consolidation_locks).values(
         cwd=bindparam("p_cwd"),
         working_thread_id=bindparam("p_owner"),
         updated_at=bindparam("p_now"),
     )
-    return insert.on_conflict_do_update(
-        index_elements=["cwd"],
-        set_={
-            "working_thread_id": insert.excluded.working_thread_id,
-            "updated_at": insert.excluded.updated_at,
-        },
-        # Free rows are inserted; a held row is taken only by its owner (renew) or once stale.
-        where=or_(
-            _locks.working_thread_id == insert.excluded.working_thread_id,
-            _locks.updated_at <= bindparam("p_stale_cutoff"),
-        ),
+    return FastQuery(
+        insert.on_conflict_do_update(
+            index_elements=["cwd"],
+            set_={
+                "working_thread_id": insert.excluded.working_thread_id,
+                "updated_at": insert.excluded.updated_at,
+            },
+            # Free rows are inserted; a held row is taken only by its owner (renew) or once stale.
+            where=or_(
+                _locks.working_thread_id == insert.excluded.working_thread_id,
+                _locks.updated_at <= bindparam("p_stale_cutoff"),
+            ),
+        )
     )
 
 
 _acquire_lock = PerDialect(_build_acquire_lock)
 
-_release_lock = memory_consolidation_locks.delete().where(
-    _locks.cwd == bindparam("p_cwd"), _locks.working_thread_id == bindparam("p_owner")
+_release_lock = FastQuery(
+    memory_consolidation_locks.delete().where(
+        _locks.cwd == bindparam("p_cwd"), _locks.working_thread_id == bindparam("p_owner")
+    )
 )
 
 
@@ -178,21 +189,15 @@ def owner_key(owner: uuid.UUID | str) -> str:
         return owner
 
 
-def _affected(conn: Connection, statement: Any, params: dict[str, Any]) -> int:
-    # SQLAlchemy only keeps an INSERT's row count (closed cursor, psycopg) when asked to.
-    return conn.execute(statement, params, execution_options=_KEEP_ROWCOUNT).rowcount
-
-
-_KEEP_ROWCOUNT = {"preserve_rowcount": True}
-
-
 class Phase1JobRepository:
     """Claims and finishes of phase-1 jobs, keyed by (thread, scope kind, scope key)."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        # Core statements run on the connection: the ORM's execute plumbing is pure overhead here.
-        self._conn = session.connection()
+    def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
+        self._connection = connection
+        self._dialect = dialect
+
+    def _affected(self, statement: FastQuery, params: dict[str, Any]) -> int:
+        return statement.rowcount(self._connection, self._dialect, params)
 
     def try_claim(
         self,
@@ -216,19 +221,20 @@ class Phase1JobRepository:
             p_stale_cutoff=now - lease_seconds,
         )
         claimed = Phase1JobClaimOutcome(kind=Phase1ClaimKind.CLAIMED, ownership_token=token)
-        if _affected(self._conn, _insert_claim(self._session), params):
+        if self._affected(_insert_claim.for_dialect(self._dialect.name), params):
             return claimed
-        if _affected(self._conn, _steal_claim, params):
+        if self._affected(_steal_claim, params):
             return claimed
-        row = self._conn.execute(_select_job, params).one_or_none()
+        row = _select_job.first(self._connection, self._dialect, params)
         if row is None:
             # No job and nothing inserted: the thread is unknown (raises), or the row vanished
             # under a concurrent delete, which is a race we lost.
-            MemoryRepository(self._session).thread_cwd(thread_id)
+            MemoryRepository(self._connection, self._dialect).thread_cwd(thread_id)
             return Phase1JobClaimOutcome(kind=Phase1ClaimKind.SKIPPED_RUNNING)
-        if row.status == JOB_FAILED:
+        status, stored_source_updated_at = row
+        if status == JOB_FAILED:
             return Phase1JobClaimOutcome(kind=Phase1ClaimKind.SKIPPED_TERMINAL_FAILURE)
-        if row.status == JOB_SUCCEEDED and row.source_updated_at >= source_updated_at:
+        if status == JOB_SUCCEEDED and stored_source_updated_at >= source_updated_at:
             return Phase1JobClaimOutcome(kind=Phase1ClaimKind.SKIPPED_UP_TO_DATE)
         return Phase1JobClaimOutcome(kind=Phase1ClaimKind.SKIPPED_RUNNING)
 
@@ -270,29 +276,30 @@ class Phase1JobRepository:
         return self._owned_write(_renew, (thread_id, scope_kind, scope_key), ownership_token, now)
 
     def _owned_write(
-        self, statement: Update, key: tuple[str, str, str], token: str, now: int, **more: Any
+        self, statement: FastQuery, key: tuple[str, str, str], token: str, now: int, **more: Any
     ) -> bool:
         params = key_params(*key, p_token=token, p_now=now, **more)
-        return _affected(self._conn, statement, params) > 0
+        return self._affected(statement, params) > 0
 
 
 class ConsolidationRepository:
     """Phase-2 coordination: per-scope dirty flags and the per-memory-root lock."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        # Core statements run on the connection: the ORM's execute plumbing is pure overhead here.
-        self._conn = session.connection()
+    def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
+        self._connection = connection
+        self._dialect = dialect
 
     def mark_scope_dirty(self, scope_kind: str, scope_key: str, dirty: bool, now: int) -> None:
         params = {"p_scope_kind": scope_kind, "p_scope_key": scope_key, "p_now": now}
-        self._conn.execute(_mark_dirty(self._session), {**params, "p_dirty": int(dirty)})
+        upsert = _mark_dirty.for_dialect(self._dialect.name)
+        upsert.rowcount(self._connection, self._dialect, {**params, "p_dirty": int(dirty)})
 
     def try_acquire_lock(self, cwd: str, owner: str, lease_seconds: int, now: int) -> bool:
         params = {"p_cwd": cwd, "p_owner": owner, "p_now": now}
         params["p_stale_cutoff"] = now - lease_seconds
-        return _affected(self._conn, _acquire_lock(self._session), params) > 0
+        upsert = _acquire_lock.for_dialect(self._dialect.name)
+        return upsert.rowcount(self._connection, self._dialect, params) > 0
 
     def release_lock(self, cwd: str, owner: str) -> bool:
         params = {"p_cwd": cwd, "p_owner": owner}
-        return _affected(self._conn, _release_lock, params) > 0
+        return _release_lock.rowcount(self._connection, self._dialect, params) > 0

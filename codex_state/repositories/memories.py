@@ -3,20 +3,27 @@
 Writes are single upserts that return the stored row, so a write costs one statement. The
 owner-guarded upsert carries its guard (a running phase-1 job holding the caller's token) inside
 that statement: there is no window between checking ownership and writing.
+
+Every statement is a `FastQuery` run on the unit of work's DBAPI connection
+(`StateRuntime._fast_read` / `_fast_write`): a phase-1 worker's writes are a few microseconds of
+SQLite work each, which a Session and SQLAlchemy's execution would multiply several times.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Exists, Row, Text, and_, bindparam, case, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Exists, Text, and_, bindparam, case, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.interfaces import DBAPIConnection
 
 from codex_state.clock import from_epoch_seconds
 from codex_state.dialect import PerDialect, dialect_insert
 from codex_state.errors import ThreadNotFoundError
+from codex_state.fastread import FastQuery
 from codex_state.models import ThreadMemory, path_text
 from codex_state.orm import Int64, memory_phase1_jobs, thread_memory, threads
 from codex_state.repositories.threads import as_path
@@ -39,7 +46,9 @@ THREAD_CWD_LOCKED = (
     .with_for_update(read=True, key_share=True)
 )
 
-_select_newest = (
+_select_thread_cwd = FastQuery(THREAD_CWD_LOCKED)
+
+_select_newest = FastQuery(
     select(thread_memory)
     .where(thread_memory.c.thread_id == bindparam(_THREAD_ID))
     .order_by(
@@ -50,7 +59,7 @@ _select_newest = (
     .limit(1)
 )
 
-_select_last_n = (
+_select_last_n = FastQuery(
     select(thread_memory)
     .where(
         thread_memory.c.scope_kind == bindparam(_SCOPE_KIND),
@@ -113,7 +122,7 @@ def _memory_values() -> dict[str, Any]:
     }
 
 
-def _build_upsert(dialect: str, *, owner_guarded: bool) -> Any:
+def _build_upsert(dialect: str, *, owner_guarded: bool) -> FastQuery:
     insert = dialect_insert(dialect, thread_memory)
     values = _memory_values()
     if owner_guarded:
@@ -121,7 +130,7 @@ def _build_upsert(dialect: str, *, owner_guarded: bool) -> Any:
     else:
         insert = insert.values(values)
     old, new = thread_memory.c.updated_at, insert.excluded.updated_at
-    return insert.on_conflict_do_update(
+    upsert = insert.on_conflict_do_update(
         index_elements=["thread_id", "scope_kind", "scope_key"],
         set_={
             "raw_memory": insert.excluded.raw_memory,
@@ -129,7 +138,8 @@ def _build_upsert(dialect: str, *, owner_guarded: bool) -> Any:
             # Strictly increasing per row, even when the clock has not moved (or went back).
             "updated_at": case((new <= old, old + 1), else_=new),
         },
-    ).returning(*thread_memory.c)
+    )
+    return FastQuery(upsert.returning(*thread_memory.c))
 
 
 _upsert = PerDialect(lambda dialect: _build_upsert(dialect, owner_guarded=False))
@@ -141,18 +151,31 @@ def path_key(name: str, path: str | os.PathLike[str]) -> str:
     return path_text(as_path(name, path))
 
 
-def to_thread_memory(row: Row[Any]) -> ThreadMemory:
+def to_thread_memory(row: Sequence[Any]) -> ThreadMemory:
+    """A driver tuple of every `thread_memory` column, in table order."""
+    (
+        thread_id,
+        scope_kind,
+        scope_key,
+        raw_memory,
+        memory_summary,
+        updated_at,
+        last_used_at,
+        used_count,
+        invalidated_at,
+        invalid_reason,
+    ) = row
     return ThreadMemory(
-        thread_id=row.thread_id,
-        scope_kind=row.scope_kind,
-        scope_key=row.scope_key,
-        raw_memory=row.raw_memory,
-        memory_summary=row.memory_summary,
-        updated_at=from_epoch_seconds(row.updated_at),
-        last_used_at=_maybe_datetime(row.last_used_at),
-        used_count=row.used_count,
-        invalidated_at=_maybe_datetime(row.invalidated_at),
-        invalid_reason=row.invalid_reason,
+        thread_id=thread_id,
+        scope_kind=scope_kind,
+        scope_key=scope_key,
+        raw_memory=raw_memory,
+        memory_summary=memory_summary,
+        updated_at=from_epoch_seconds(updated_at),
+        last_used_at=_maybe_datetime(last_used_at),
+        used_count=used_count,
+        invalidated_at=_maybe_datetime(invalidated_at),
+        invalid_reason=invalid_reason,
     )
 
 
@@ -161,24 +184,25 @@ def _maybe_datetime(seconds: int | None) -> datetime | None:
 
 
 class MemoryRepository:
-    """Reads and writes of `thread_memory`; thread ids are canonical strings."""
+    """Reads and writes of `thread_memory` on a unit of work's DBAPI connection.
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        # Core statements run on the connection: the ORM's execute plumbing is pure overhead here.
-        self._conn = session.connection()
+    Thread ids are canonical strings.
+    """
+
+    def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
+        self._connection = connection
+        self._dialect = dialect
 
     def thread_cwd(self, thread_id: str) -> str:
         """The thread's stored cwd; raises `ThreadNotFoundError` for an unknown thread."""
-        cwd: str | None = self._conn.execute(
-            THREAD_CWD_LOCKED, {_THREAD_ID: thread_id}
-        ).scalar_one_or_none()
-        if cwd is None:
+        row = _select_thread_cwd.first(self._connection, self._dialect, {_THREAD_ID: thread_id})
+        if row is None:
             raise ThreadNotFoundError(thread_id)
+        cwd: str = row[0]
         return cwd
 
     def get_newest(self, thread_id: str) -> ThreadMemory | None:
-        row = self._conn.execute(_select_newest, {_THREAD_ID: thread_id}).one_or_none()
+        row = _select_newest.first(self._connection, self._dialect, {_THREAD_ID: thread_id})
         return None if row is None else to_thread_memory(row)
 
     def upsert(
@@ -217,7 +241,8 @@ class MemoryRepository:
         """Write only while `ownership_token` owns the running job; None otherwise."""
         params = key_params(thread_id, scope_kind, scope_key, p_token=ownership_token)
         params.update(_content_params(raw_memory, memory_summary, now))
-        row = self._conn.execute(_upsert_if_owner(self._session), params).one_or_none()
+        upsert = _upsert_if_owner.for_dialect(self._dialect.name)
+        row = upsert.first(self._connection, self._dialect, params)
         if row is None:
             # Checked only on this cold path: an owned job implies the thread exists.
             self.thread_cwd(thread_id)
@@ -228,13 +253,16 @@ class MemoryRepository:
         self, key: dict[str, Any], raw_memory: str, memory_summary: str, now: int
     ) -> ThreadMemory:
         params = key | _content_params(raw_memory, memory_summary, now)
-        return to_thread_memory(self._conn.execute(_upsert(self._session), params).one())
+        upsert = _upsert.for_dialect(self._dialect.name)
+        (row,) = upsert.all(self._connection, self._dialect, params)  # always exactly one
+        return to_thread_memory(row)
 
     def last_n_for_scope(self, scope_kind: str, scope_key: str, n: int) -> list[ThreadMemory]:
         if n == 0:
             return []
         params = {_SCOPE_KIND: scope_kind, _SCOPE_KEY: scope_key, "p_limit": n}
-        return [to_thread_memory(row) for row in self._conn.execute(_select_last_n, params)]
+        rows = _select_last_n.all(self._connection, self._dialect, params)
+        return [to_thread_memory(row) for row in rows]
 
 
 def _content_params(raw_memory: str, memory_summary: str, now: int) -> dict[str, Any]:
