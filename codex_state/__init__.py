@@ -1,5 +1,6 @@
 """codex-state: the Codex CLI's local state database (state_4.sqlite) as a Python package."""
 
+from codex_state.aio import AsyncStateRuntime
 from codex_state.clock import Clock, DatabaseClock, ManualClock, SystemClock
 from codex_state.errors import (
     BackfillRunningError,
@@ -42,6 +43,7 @@ __all__ = [
     "STATE_DB_FILENAME",
     "STATE_DB_VERSION",
     "Anchor",
+    "AsyncStateRuntime",
     "BackfillRunningError",
     "BackfillState",
     "BackfillStats",
