@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["memories.md"]
+PAGES = ["memories.md", "threads.md", "rollouts.md", "logs.md"]
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
@@ -17,7 +18,11 @@ def python_blocks(page: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_examples_run(page: str) -> None:
+def test_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Examples that open "~/.codex" or write files get a scratch home and working directory.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(DOCS.parent / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
     path = DOCS / page
     blocks = python_blocks(path)
     assert blocks, f"{page} has no python examples"
