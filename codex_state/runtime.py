@@ -60,7 +60,7 @@ from codex_state.repositories.jobs import (
     Phase1JobRepository,
     owner_key,
 )
-from codex_state.repositories.logs import LogReads, LogRepository, LogValues
+from codex_state.repositories.logs import LogInserts, LogReads, LogRepository, LogValues
 from codex_state.repositories.memories import SCOPE_KIND_CWD, MemoryRepository, path_key
 from codex_state.repositories.threads import (
     ThreadReads,
@@ -876,7 +876,7 @@ class StateRuntime:
         """Insert a batch of log entries in one transaction (one executemany)."""
         batch = list(entries)
         if batch:
-            self._write("insert_logs", lambda s: LogRepository(s).insert(batch))
+            self._fast_write("insert_logs", lambda c, d: LogInserts(c, d).insert(batch))
 
     def insert_log_rows(self, rows: Sequence[LogValues]) -> None:
         """Insert rows in `codex_state.repositories.logs.INSERT_COLUMNS` order, unvalidated.
@@ -885,7 +885,7 @@ class StateRuntime:
         record again as a `LogEntry` would only cost time on the writer thread.
         """
         if rows:
-            self._write("insert_logs", lambda s: LogRepository(s).insert_rows(rows))
+            self._fast_write("insert_logs", lambda c, d: LogInserts(c, d).insert_rows(rows))
 
     def query_logs(self, query: LogQuery) -> list[LogRow]:
         """Rows matching every filter of `query`, ordered by id."""

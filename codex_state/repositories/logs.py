@@ -190,16 +190,6 @@ class LogRepository:
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    def insert(self, entries: Iterable[LogEntry]) -> None:
-        """Insert a batch with one executemany on this session's connection."""
-        self.insert_rows([_entry_values(entry) for entry in entries])
-
-    def insert_rows(self, rows: Sequence[LogValues]) -> None:
-        """Insert rows already in `INSERT_COLUMNS` order (the handler's fast path)."""
-        if not rows:
-            return
-        self._session.connection().exec_driver_sql(_insert(self._session), list(rows))
-
     def delete_before(self, cutoff_ts: int, limit: int | None = None) -> int:
         """Delete rows with `ts < cutoff_ts`, at most `limit` of them when given."""
         if limit is None:
@@ -217,6 +207,33 @@ class LogRepository:
             return 0
         result = self._session.execute(_delete_upto_limited, {"boundary": boundary, "limit": limit})
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class LogInserts:
+    """Batch inserts on a checked-out DBAPI connection (`StateRuntime._fast_write`).
+
+    The handler writes a batch every few hundred milliseconds; a Session around each batch
+    cost the writer thread more than the insert itself, time it then held the GIL from the
+    threads that log.
+    """
+
+    def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
+        self._connection = connection
+        self._dialect = dialect
+
+    def insert(self, entries: Iterable[LogEntry]) -> None:
+        """Insert a batch with one executemany."""
+        self.insert_rows([_entry_values(entry) for entry in entries])
+
+    def insert_rows(self, rows: Sequence[LogValues]) -> None:
+        """Insert rows already in `INSERT_COLUMNS` order (the handler's path)."""
+        if not rows:
+            return
+        cursor = self._connection.cursor()
+        try:
+            cursor.executemany(_insert.for_dialect(self._dialect.name), rows)
+        finally:
+            cursor.close()
 
 
 class LogReads:
