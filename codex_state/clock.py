@@ -11,6 +11,7 @@ connection under their Session, the fast units (`StateRuntime._fast_write`) the 
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -27,6 +28,15 @@ def to_epoch_seconds(value: datetime) -> int:
 
 def from_epoch_seconds(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def file_mtime(path: str | os.PathLike[str]) -> datetime | None:
+    """A file's modification time in whole UTC seconds (what `updated_at` stores), or None."""
+    try:
+        nanos = os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+    return from_epoch_seconds(nanos // 1_000_000_000)
 
 
 def utc_whole_seconds(value: datetime) -> datetime:

@@ -28,7 +28,17 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 
-from codex_state.clock import Clock, DatabaseClock, SystemClock, utc_whole_seconds
+from codex_state.arguments import (
+    as_path,
+    check_anchor,
+    check_count,
+    check_epoch,
+    check_limit,
+    check_sort_key,
+    check_strings,
+    check_texts,
+)
+from codex_state.clock import Clock, DatabaseClock, SystemClock, file_mtime, utc_whole_seconds
 from codex_state.engine import WRITE_OPTION, is_sqlite_memory, make_engine, parse_url
 from codex_state.errors import (
     InvalidInputError,
@@ -65,13 +75,7 @@ from codex_state.repositories.memories import SCOPE_KIND_CWD, MemoryRepository, 
 from codex_state.repositories.threads import (
     ThreadReads,
     ThreadRepository,
-    as_path,
-    check_anchor,
-    check_count,
-    check_sort_key,
-    check_strings,
     coerce_tools,
-    file_mtime,
     tool_params,
 )
 from codex_state.rollout import RolloutItem, dynamic_tools_from_items
@@ -634,7 +638,7 @@ class StateRuntime:
             ThreadNotFoundError: no thread has this id.
         """
         key = str(parse_thread_id(thread_id))
-        _check_texts(raw_memory=raw_memory, memory_summary=memory_summary)
+        check_texts(raw_memory=raw_memory, memory_summary=memory_summary)
         return self._fast_write(
             "upsert_thread_memory",
             lambda c, d: MemoryRepository(c, d).upsert_cwd_scope(
@@ -656,7 +660,7 @@ class StateRuntime:
             ThreadNotFoundError: no thread has this id.
         """
         key = str(parse_thread_id(thread_id))
-        _check_texts(
+        check_texts(
             scope_kind=scope_kind,
             scope_key=scope_key,
             raw_memory=raw_memory,
@@ -685,7 +689,7 @@ class StateRuntime:
             ThreadNotFoundError: no thread has this id.
         """
         key = str(parse_thread_id(thread_id))
-        _check_texts(
+        check_texts(
             scope_kind=scope_kind,
             scope_key=scope_key,
             ownership_token=ownership_token,
@@ -715,7 +719,7 @@ class StateRuntime:
         self, scope_kind: str, scope_key: str, n: int
     ) -> list[ThreadMemory]:
         """The `n` newest valid (not invalidated) memories of a scope, newest first."""
-        _check_texts(scope_kind=scope_kind, scope_key=scope_key)
+        check_texts(scope_kind=scope_kind, scope_key=scope_key)
         limit = check_count("n", n)
         return self._fast_read(
             "get_last_n_thread_memories_for_scope",
@@ -743,8 +747,8 @@ class StateRuntime:
         """
         key = str(parse_thread_id(thread_id))
         owner = owner_key(owner_session_id)
-        _check_texts(scope_kind=scope_kind, scope_key=scope_key)
-        _check_epoch("source_updated_at", source_updated_at)
+        check_texts(scope_kind=scope_kind, scope_key=scope_key)
+        check_epoch("source_updated_at", source_updated_at)
         lease = check_count("lease_seconds", lease_seconds)
         return self._fast_write(
             "try_claim_phase1_job",
@@ -764,7 +768,7 @@ class StateRuntime:
     ) -> bool:
         """Finish the job as succeeded; False when `ownership_token` no longer owns it."""
         key = str(parse_thread_id(thread_id))
-        _check_texts(
+        check_texts(
             scope_kind=scope_kind,
             scope_key=scope_key,
             ownership_token=ownership_token,
@@ -794,7 +798,7 @@ class StateRuntime:
     ) -> bool:
         """Finish the job as failed (terminal); False when `ownership_token` no longer owns it."""
         key = str(parse_thread_id(thread_id))
-        _check_texts(
+        check_texts(
             scope_kind=scope_kind,
             scope_key=scope_key,
             ownership_token=ownership_token,
@@ -816,7 +820,7 @@ class StateRuntime:
     ) -> bool:
         """Restart the job's lease from now; False when `ownership_token` no longer owns it."""
         key = str(parse_thread_id(thread_id))
-        _check_texts(scope_kind=scope_kind, scope_key=scope_key, ownership_token=ownership_token)
+        check_texts(scope_kind=scope_kind, scope_key=scope_key, ownership_token=ownership_token)
         return self._fast_write(
             "renew_phase1_job_lease",
             lambda c, d: Phase1JobRepository(c, d).renew_lease(
@@ -826,7 +830,7 @@ class StateRuntime:
 
     def mark_memory_scope_dirty(self, scope_kind: str, scope_key: str, dirty: bool) -> None:
         """Flag a scope as needing (or no longer needing) phase-2 consolidation."""
-        _check_texts(scope_kind=scope_kind, scope_key=scope_key)
+        check_texts(scope_kind=scope_kind, scope_key=scope_key)
         if not isinstance(dirty, bool):
             raise InvalidInputError(f"dirty must be a bool, got {dirty!r}")
         self._fast_write(
@@ -903,7 +907,7 @@ class StateRuntime:
         With `limit`, at most that many rows go in this one short transaction: call again
         until it returns less than `limit` to clear a large backlog without long locks.
         """
-        _check_limit(limit)
+        check_limit(limit)
         return self._write(
             "delete_logs_before", lambda s: LogRepository(s).delete_before(cutoff_ts, limit)
         )
@@ -912,25 +916,8 @@ class StateRuntime:
         """Delete up to `limit` of the oldest rows beyond the newest `max_rows` rows."""
         if max_rows < 0:
             raise InvalidInputError(f"max_rows must be >= 0, got {max_rows}")
-        _check_limit(limit)
+        check_limit(limit)
         return self._write("trim_logs", lambda s: LogRepository(s).trim_to(max_rows, limit))
-
-
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and limit <= 0:
-        raise InvalidInputError(f"limit must be > 0, got {limit}")
-
-
-def _check_texts(**values: object) -> None:
-    """Text arguments of the memory API must be str: a None or bytes would be stored as is."""
-    for name, value in values.items():
-        if not isinstance(value, str):
-            raise InvalidInputError(f"{name} must be a str, got {type(value).__name__}")
-
-
-def _check_epoch(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(f"{name} must be epoch seconds (int), got {value!r}")
 
 
 def _first_line(err: BaseException) -> str:

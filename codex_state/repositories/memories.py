@@ -20,13 +20,13 @@ from sqlalchemy import ColumnElement, Exists, Text, and_, bindparam, case, selec
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.interfaces import DBAPIConnection
 
+from codex_state.arguments import as_path
 from codex_state.clock import from_epoch_seconds
 from codex_state.dialect import PerDialect, dialect_insert
 from codex_state.errors import ThreadNotFoundError
 from codex_state.fastread import FastQuery
 from codex_state.models import ThreadMemory, path_text
 from codex_state.orm import Int64, memory_phase1_jobs, thread_memory, threads
-from codex_state.repositories.threads import as_path
 
 SCOPE_KIND_CWD = "cwd"
 """The scope the legacy helpers use; its key is the thread's cwd as stored."""

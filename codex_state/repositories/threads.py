@@ -10,10 +10,8 @@ session.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -100,7 +98,6 @@ _insert_tools = PerDialect(
     )
 )
 
-_SORT_KEYS = frozenset(key.value for key in SortKey)
 _SORT_COLUMNS = {SortKey.CREATED_AT: threads.c.created_at, SortKey.UPDATED_AT: threads.c.updated_at}
 
 
@@ -324,52 +321,3 @@ class ThreadReads:
             ts = last.created_at if sort_key is SortKey.CREATED_AT else last.updated_at
             next_anchor = Anchor(ts=ts, id=last.id)
         return ThreadsPage(items=items, next_anchor=next_anchor, num_scanned_rows=scanned)
-
-
-# ------------------------------------------------------------------ argument checks (public API)
-
-
-def check_count(name: str, value: object) -> int:
-    """A page size or limit: a non-negative int (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInputError(f"{name} must be a non-negative integer, got {value!r}")
-    return value
-
-
-def check_sort_key(value: object) -> SortKey:
-    if isinstance(value, str) and value in _SORT_KEYS:
-        return SortKey(value)
-    choices = ", ".join(sorted(_SORT_KEYS))
-    raise InvalidInputError(f"sort_key must be one of {choices}, got {value!r}")
-
-
-def check_strings(name: str, values: Iterable[str] | None) -> tuple[str, ...]:
-    """A filter list; a bare string is refused rather than read as its characters."""
-    if values is None:
-        return ()
-    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
-        raise InvalidInputError(f"{name} must be a sequence of strings, got {values!r}")
-    result = tuple(values)
-    if not all(isinstance(value, str) for value in result):
-        raise InvalidInputError(f"{name} must contain only strings, got {result!r}")
-    return result
-
-
-def check_anchor(anchor: object) -> Anchor | None:
-    if anchor is None or isinstance(anchor, Anchor):
-        return anchor
-    raise InvalidInputError(f"anchor must be an Anchor or None, got {anchor!r}")
-
-
-def as_path(name: str, value: object) -> Path:
-    if isinstance(value, str | os.PathLike):
-        return Path(value)
-    raise InvalidInputError(f"{name} must be a path, got {value!r}")
-
-
-def file_mtime(path: Path) -> datetime | None:
-    """The file's modification time in whole UTC seconds, or None when it cannot be read."""
-    try:
-        return from_epoch_seconds(int(path.stat().st_mtime))
-    except OSError:
-        return None

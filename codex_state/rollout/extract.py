@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from codex_state.clock import from_epoch_seconds, utc_whole_seconds
+from codex_state.clock import file_mtime, utc_whole_seconds
 from codex_state.errors import RolloutReadError
 from codex_state.models import DynamicToolSpec, ThreadMetadata, ThreadMetadataBuilder
 from codex_state.rollout.items import (
@@ -258,14 +258,6 @@ class ExtractionOutcome:
     dynamic_tools: list[DynamicToolSpec] | None
 
 
-def _mtime(path: str | os.PathLike[str]) -> datetime:
-    try:
-        nanos = os.stat(path).st_mtime_ns
-    except OSError as err:
-        raise RolloutReadError(f"cannot stat rollout file {os.fspath(path)}: {err}") from err
-    return from_epoch_seconds(nanos // 1_000_000_000)
-
-
 def extract_metadata_from_rollout(
     path: str | os.PathLike[str], default_provider: str
 ) -> ExtractionOutcome:
@@ -284,8 +276,11 @@ def extract_metadata_from_rollout(
             f"no session_meta and no thread id in the file name: {os.fspath(path)}"
         )
     metadata = apply_rollout_items(builder.build(default_provider), parsed.items, default_provider)
+    updated_at = file_mtime(path)
+    if updated_at is None:
+        raise RolloutReadError(f"cannot stat rollout file {os.fspath(path)}")
     return ExtractionOutcome(
-        metadata=metadata.model_copy(update={"updated_at": _mtime(path)}),
+        metadata=metadata.model_copy(update={"updated_at": updated_at}),
         parse_errors=parsed.parse_errors,
         dynamic_tools=dynamic_tools_from_items(parsed.items).tools,
     )
