@@ -140,20 +140,30 @@ def _raw_pragma(conn: Connection, pragma: str) -> None:
 
 
 def ensure_schema(engine: Engine) -> bool:
-    """Bring the database to head; returns True when the schema was created from nothing."""
+    """Bring the database to head; returns True when the schema was created from nothing.
+
+    Retried whole while the database is locked: when processes create a new SQLite file at
+    the same moment, even the first read (or switching the file to WAL on connect) can meet
+    another process's lock, and SQLite does not always wait for it.
+    """
+    deadline = time.monotonic() + _LOCK_RETRY_SECONDS
+    while True:
+        try:
+            return _ensure_schema_once(engine)
+        except OperationalError as err:
+            if not _is_lock_error(err) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+def _ensure_schema_once(engine: Engine) -> bool:
     with engine.connect() as conn:
         state = _read_state(conn)
         conn.rollback()
     if state.revision == HEAD_REVISION:
         return False
     _check_revision_known(state.revision)
-    deadline = time.monotonic() + _LOCK_RETRY_SECONDS
-    while True:
-        try:
-            return _upgrade_locked(engine)
-        except OperationalError as err:
-            if not _is_lock_error(err) or time.monotonic() > deadline:
-                raise
+    return _upgrade_locked(engine)
 
 
 def _upgrade_locked(engine: Engine) -> bool:

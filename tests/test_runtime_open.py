@@ -152,7 +152,7 @@ def _open_and_report(url: str, barrier: object, results: object) -> None:
 
 def test_processes_opening_a_new_database_at_once_all_succeed(shared_backend: Backend) -> None:
     ctx = multiprocessing.get_context("spawn")
-    workers = 4
+    workers = 8
     barrier = ctx.Barrier(workers)
     results = ctx.Queue()
     processes = [
