@@ -37,7 +37,8 @@ from codex_state.paths import (
     state_db_filename,
     state_db_path,
 )
-from codex_state.runtime import Metrics, StateRuntime
+from codex_state.metrics import Metrics
+from codex_state.runtime import StateRuntime
 
 __all__ = [
     "STATE_DB_FILENAME",

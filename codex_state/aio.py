@@ -1,9 +1,8 @@
-"""An asyncio facade: the same `StateRuntime`, its blocking calls run in worker threads.
+"""An asyncio facade: the same operations as `StateRuntime`, awaitable.
 
-SQLite has no asynchronous driver worth the name, and the runtime is already safe to share
-between threads, so the facade hands each call to `asyncio.to_thread` instead of keeping a
-second, async copy of every repository. `run` is typed from the method it is given, so
-`await db.run(StateRuntime.list_threads, 50)` is checked like the synchronous call.
+Each call runs the synchronous runtime's unit of work in a worker thread, so the event loop
+never waits on the database. The method list is `codex_state.operations`, shared with
+`StateRuntime`, so the two surfaces cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,17 +11,16 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Self
 
 from codex_state.clock import Clock
-from codex_state.runtime import Metrics, StateRuntime
+from codex_state.metrics import Metrics
+from codex_state.operations import Operation, Operations
+from codex_state.runtime import StateRuntime
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
-
-class AsyncStateRuntime:
-    """Awaitable access to a `StateRuntime`; the event loop never waits on the database."""
+class AsyncStateRuntime(Operations):
+    """Awaitable access to a state database: `await db.list_threads(50)`."""
 
     def __init__(self, runtime: StateRuntime) -> None:
         self._runtime = runtime
@@ -62,15 +60,13 @@ class AsyncStateRuntime:
         """The synchronous runtime underneath, for code that runs in its own threads."""
         return self._runtime
 
-    async def run(
-        self,
-        method: Callable[Concatenate[StateRuntime, P], T],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """Call `method` (an unbound `StateRuntime` method) on the runtime in a worker thread."""
-        return await asyncio.to_thread(method, self._runtime, *args, **kwargs)
+    def _bind(self, operation: Operation[Any, Any, Any]) -> Callable[..., Any]:
+        sync_call = getattr(self._runtime, operation.name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(sync_call, *args, **kwargs)
+
+        return call
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._runtime.close)
@@ -85,3 +81,4 @@ class AsyncStateRuntime:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+

@@ -27,9 +27,13 @@ from typing import TYPE_CHECKING
 
 from codex_state.errors import BackfillRunningError, InvalidInputError, StateError
 from codex_state.models import BackfillStats, BackfillStatus, DynamicToolSpec, ThreadMetadata
+from codex_state.repositories.backfill import BackfillRepository
+from codex_state.repositories.threads import ThreadRepository
 from codex_state.rollout import extract_metadata_from_rollout
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from codex_state.runtime import StateRuntime
 
 logger = logging.getLogger(__name__)
@@ -119,7 +123,12 @@ def backfill_codex_home(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    claimed = runtime.try_claim_backfill(owner, lease_seconds, reindex=reindex)
+    claimed = runtime.run_in_transaction(
+        lambda s: runtime.repository(BackfillRepository, s).try_claim_backfill(
+            owner, lease_seconds, reindex=reindex
+        ),
+        write=True,
+    )
     if claimed is None:
         if runtime.get_backfill_state().status is BackfillStatus.COMPLETE:
             return BackfillStats()
@@ -166,12 +175,16 @@ def _run(
     for start in range(0, len(pending), batch_size):
         batch = pending[start : start + batch_size]
         threads, tools, batch_failed = _extract_batch(batch, runtime.default_provider)
-        written, write_failed = _write_batch(runtime, owner, threads, tools, batch[-1].watermark)
-        upserted += written
-        failed += batch_failed + write_failed
+        upserted += _write_batch(runtime, owner, threads, tools, batch[-1].watermark)
+        failed += batch_failed
         if progress is not None:
             progress(BackfillProgress(start + len(batch), len(pending), upserted, failed))
-    if not runtime.complete_backfill(owner, pending[-1].watermark if pending else None):
+    last = pending[-1].watermark if pending else None
+    completed = runtime.run_in_transaction(
+        lambda s: runtime.repository(BackfillRepository, s).complete_backfill_lease(owner, last),
+        write=True,
+    )
+    if not completed:
         raise _lease_lost()
     return BackfillStats(scanned=len(pending), upserted=upserted, failed=failed)
 
@@ -186,6 +199,11 @@ def _extract_batch(
     tools: list[ToolsOf] = []
     failed = 0
     for rollout in batch:
+        if not _storable(rollout.path):
+            # The database stores paths as UTF-8 text; such a file is skipped, not fatal.
+            logger.warning("backfill: skipping %r: its path is not valid UTF-8", rollout.path)
+            failed += 1
+            continue
         try:
             outcome = extract_metadata_from_rollout(rollout.path, default_provider)
         except (StateError, OSError, ValueError) as err:
@@ -209,33 +227,32 @@ def _write_batch(
     threads: list[ThreadMetadata],
     tools: list[ToolsOf],
     watermark: str,
-) -> tuple[int, int]:
-    """Write a batch in one transaction; if the database refuses it, row by row."""
-    try:
-        if not runtime.write_backfill_batch(owner, threads, tools, watermark):
-            raise _lease_lost()
-        return len(threads), 0
-    except BackfillRunningError:
-        raise
-    except StateError as err:
-        logger.warning(
-            "backfill: batch ending at %s failed (%s); retrying row by row", watermark, err
-        )
-    written = failed = 0
-    for thread in threads:
-        own_tools = [entry for entry in tools if entry[0] == thread.id]
-        try:
-            ok = runtime.write_backfill_batch(owner, [thread], own_tools, None)
-        except StateError as err:
-            logger.warning("backfill: cannot store %s: %s", thread.rollout_path, err)
-            failed += 1
-            continue
-        if not ok:
-            raise _lease_lost()
-        written += 1
-    if not runtime.write_backfill_batch(owner, [], [], watermark):
+) -> int:
+    """Upsert a batch's rows and tools and checkpoint, in one transaction, if `owner` still
+    holds the lease. A database error stops the backfill (the caller releases the lease): the
+    watermark never moves past files that were not stored."""
+
+    def work(session: Session) -> bool:
+        if not runtime.repository(BackfillRepository, session).checkpoint_backfill_lease(
+            owner, watermark
+        ):
+            return False
+        repository = runtime.repository(ThreadRepository, session)
+        repository.upsert_threads(threads)
+        repository.persist_dynamic_tools_many(tools)
+        return True
+
+    if not runtime.run_in_transaction(work, write=True):
         raise _lease_lost()
-    return written, failed
+    return len(threads)
+
+
+def _storable(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _lease_lost() -> BackfillRunningError:
@@ -246,7 +263,10 @@ def _lease_lost() -> BackfillRunningError:
 
 def _release_quietly(runtime: StateRuntime, owner: str) -> None:
     try:
-        runtime.release_backfill(owner)
+        runtime.run_in_transaction(
+            lambda s: runtime.repository(BackfillRepository, s).release_backfill_lease(owner),
+            write=True,
+        )
     except StateError:
         # The original failure matters more; the lease then simply expires.
         logger.exception("backfill: could not release the lease")

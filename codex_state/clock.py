@@ -5,8 +5,7 @@ PostgreSQL the database server's clock is the one clock every claimer shares, so
 `DatabaseClock` asks the server; on SQLite every writer is on the same machine and the local
 clock is that shared clock. Tests pass their own `Clock` to age leases without sleeping.
 
-A clock is asked inside the unit of work, on its DBAPI connection: the Session units pass the
-connection under their Session, the fast units (`StateRuntime._fast_write`) the pooled one.
+A clock is asked inside the unit of work, on the Session's `Connection`.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy import Connection
 
 
 def to_epoch_seconds(value: datetime) -> int:
@@ -49,10 +48,10 @@ def utc_whole_seconds(value: datetime) -> datetime:
 class Clock(Protocol):
     """Where `now` comes from for a unit of work."""
 
-    def now(self, connection: DBAPIConnection) -> int:
+    def now(self, connection: Connection) -> int:
         """Current epoch seconds, as the lease-holders of this database agree on them.
 
-        `connection` is the unit of work's DBAPI connection, for clocks that ask the database.
+        `connection` is the unit of work's connection, for clocks that ask the database.
         """
         ...
 
@@ -60,24 +59,20 @@ class Clock(Protocol):
 class SystemClock:
     """This host's clock."""
 
-    def now(self, connection: DBAPIConnection) -> int:
+    def now(self, connection: Connection) -> int:
         return int(time.time())
 
 
 class DatabaseClock:
     """The database server's clock (PostgreSQL), shared by claimers on every host."""
 
-    # clock_timestamp(), not now(): now() is frozen at the start of the transaction.
-    _query = "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)"
+    # clock_timestamp(), not now(): now() is frozen at the start of the transaction. FLOOR, as
+    # SQLite's and Python's int(): a cast alone rounds 46.5 to 47, and a lease measured in
+    # rounded seconds could be stolen half a second early.
+    _query = "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp())) AS BIGINT)"
 
-    def now(self, connection: DBAPIConnection) -> int:
-        cursor = connection.cursor()
-        try:
-            cursor.execute(self._query)
-            [(seconds,)] = cursor.fetchall()
-        finally:
-            cursor.close()
-        return int(seconds)
+    def now(self, connection: Connection) -> int:
+        return int(connection.exec_driver_sql(self._query).scalar_one())
 
 
 class ManualClock:
@@ -86,7 +81,7 @@ class ManualClock:
     def __init__(self, start: int) -> None:
         self.current = start
 
-    def now(self, connection: DBAPIConnection) -> int:
+    def now(self, connection: Connection) -> int:
         return self.current
 
     def advance(self, seconds: int) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from codex_state import StateError, StateRuntime, ThreadMetadata
+from codex_state import StateError, ThreadMetadata
 from codex_state.aio import AsyncStateRuntime
 from tests.conftest import Backend
 
@@ -31,10 +31,10 @@ def test_calls_run_concurrently_on_every_backend(backend: Backend) -> None:
     async def scenario() -> None:
         async with await AsyncStateRuntime.from_url(backend.url, "openai") as db:
             threads = [_thread(n) for n in range(20)]
-            await asyncio.gather(*(db.run(StateRuntime.upsert_thread, t) for t in threads))
-            page = await db.run(StateRuntime.list_threads, 50)
+            await asyncio.gather(*(db.upsert_thread(t) for t in threads))
+            page = await db.list_threads(50)
             assert {t.id for t in page.items} == {t.id for t in threads}
-            assert await db.run(StateRuntime.get_thread, threads[0].id) == threads[0]
+            assert await db.get_thread(threads[0].id) == threads[0]
         with pytest.raises(StateError, match="closed"):
             db.runtime.get_backfill_state()
 
@@ -44,7 +44,7 @@ def test_calls_run_concurrently_on_every_backend(backend: Backend) -> None:
 def test_init_opens_a_codex_home(tmp_path: Path) -> None:
     async def scenario() -> str:
         async with await AsyncStateRuntime.init(tmp_path, "openai") as db:
-            state = await db.run(StateRuntime.get_backfill_state)
+            state = await db.get_backfill_state()
             return state.status.value
 
     assert asyncio.run(scenario()) == "pending"

@@ -24,6 +24,7 @@ from codex_state import (
 )
 from codex_state.backfill import BackfillProgress, backfill_codex_home, find_rollout_files
 from codex_state.errors import BackfillRunningError, InvalidInputError
+from codex_state.repositories import BackfillRepository
 from tests.conftest import Backend
 from tests.rollout_files import START, TOOL_SPECS, make_home, write_rollout
 
@@ -32,6 +33,28 @@ REAL_ROLLOUTS = Path("/work/shared/data/codex-rollouts")
 NOW = 1_800_000_000
 LEASE = 900
 
+
+
+class _Lease:
+    """The backfill lease methods of `BackfillRepository`, each in its own write unit."""
+
+    def __init__(self, runtime: StateRuntime) -> None:
+        self._runtime = runtime
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._runtime.run_in_transaction(
+                lambda s: getattr(self._runtime.repository(BackfillRepository, s), name)(
+                    *args, **kwargs
+                ),
+                write=True,
+            )
+
+        return call
+
+
+def _lease(runtime: StateRuntime) -> _Lease:
+    return _Lease(runtime)
 
 def stored_ids(runtime: StateRuntime, archived: bool = False) -> set[uuid.UUID]:
     return set(runtime.list_thread_ids(10_000, archived_only=archived))
@@ -171,7 +194,7 @@ def test_live_lease_blocks_a_second_backfill_until_it_expires(
     clock = ManualClock(NOW)
     runtime = backend.runtime(clock=clock)
     make_home(codex_home, 3)
-    assert runtime.try_claim_backfill("other-host:1", LEASE) is not None
+    assert _lease(runtime).try_claim_backfill("other-host:1", LEASE) is not None
 
     with pytest.raises(BackfillRunningError, match="already running"):
         backfill_codex_home(runtime, codex_home, lease_seconds=LEASE)
@@ -185,8 +208,8 @@ def test_live_lease_blocks_a_second_backfill_until_it_expires(
     assert stats.upserted == 3
     assert runtime.get_backfill_state().status is BackfillStatus.COMPLETE
     # The dead owner can no longer checkpoint or complete.
-    assert not runtime.write_backfill_batch("other-host:1", [], [], "zzz")
-    assert not runtime.complete_backfill("other-host:1", "zzz")
+    assert not _lease(runtime).checkpoint_backfill_lease("other-host:1", "zzz")
+    assert not _lease(runtime).complete_backfill_lease("other-host:1", "zzz")
 
 
 def test_lease_taken_over_mid_run_stops_with_progress_kept(
@@ -199,7 +222,7 @@ def test_lease_taken_over_mid_run_stops_with_progress_kept(
     def stall(update: BackfillProgress) -> None:
         if update.done == 2:  # this process stalls past its lease and another one takes over
             clock.advance(LEASE)
-            assert runtime.try_claim_backfill("thief", LEASE) is not None
+            assert _lease(runtime).try_claim_backfill("thief", LEASE) is not None
 
     with pytest.raises(BackfillRunningError, match="taken over"):
         backfill_codex_home(runtime, codex_home, batch_size=2, progress=stall, owner="slow")
@@ -232,10 +255,10 @@ def test_reindex_claim_restarts_from_the_beginning(backend: Backend, codex_home:
     runtime = backend.runtime()
     make_home(codex_home, 2)
     backfill_codex_home(runtime, codex_home)
-    claimed = runtime.try_claim_backfill("re", LEASE, reindex=True)
+    claimed = _lease(runtime).try_claim_backfill("re", LEASE, reindex=True)
     assert claimed is not None and claimed.last_watermark is None
-    assert runtime.try_claim_backfill("other", LEASE, reindex=True) is None
-    assert runtime.release_backfill("re")
+    assert _lease(runtime).try_claim_backfill("other", LEASE, reindex=True) is None
+    assert _lease(runtime).release_backfill_lease("re")
 
 
 # ------------------------------------------------------------------------------ processes

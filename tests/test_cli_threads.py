@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from codex_state.repositories import BackfillRepository
 from codex_state import StateRuntime
 from codex_state.cli import main
 from tests.conftest import Backend
@@ -129,7 +130,10 @@ def test_backfill_while_another_runs_is_an_error(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with StateRuntime.init(home, "openai") as runtime:
-        assert runtime.try_claim_backfill("elsewhere", 900) is not None
+        claimed = runtime.run_in_transaction(
+            lambda s: BackfillRepository(s).try_claim_backfill("elsewhere", 900), write=True
+        )
+        assert claimed is not None
     code, _, err = run(home, "backfill", capsys=capsys)
     assert code == 1
     assert err.startswith("codex-state: error: a backfill of this database is already running")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from codex_state import InvalidInputError, ManualClock, StateRuntime
+from codex_state import InvalidInputError, InvalidThreadIdError, ManualClock, StateRuntime
 from codex_state.orm import memory_consolidation_locks, memory_scope_dirty
 from tests.conftest import Backend
 from tests.memory_support import T0
@@ -60,16 +60,19 @@ def test_locks_are_per_path_and_owner_ids_compare_canonically(runtime: StateRunt
     owner = uuid.uuid4()
     assert runtime.try_acquire_memory_consolidation_lock(str(ROOT), str(owner).upper(), LEASE)
     assert runtime.try_acquire_memory_consolidation_lock(ROOT, owner, LEASE)
-    assert runtime.try_acquire_memory_consolidation_lock("/codex/other", "host-b:42", LEASE)
-    assert not runtime.try_acquire_memory_consolidation_lock("/codex/other", "host-c:7", LEASE)
+    other_owner, third_owner = uuid.uuid4(), uuid.uuid4()
+    assert runtime.try_acquire_memory_consolidation_lock("/codex/other", other_owner, LEASE)
+    assert not runtime.try_acquire_memory_consolidation_lock("/codex/other", third_owner, LEASE)
     assert runtime.release_memory_consolidation_lock(ROOT, str(owner))
 
 
 def test_lock_rejects_bad_arguments(runtime: StateRuntime) -> None:
     with pytest.raises(InvalidInputError, match="lease_seconds"):
         runtime.try_acquire_memory_consolidation_lock(ROOT, uuid.uuid4(), -1)
-    with pytest.raises(InvalidInputError, match="owner"):
+    with pytest.raises(InvalidThreadIdError, match="working_thread_id"):
         runtime.try_acquire_memory_consolidation_lock(ROOT, 42, LEASE)  # type: ignore[arg-type]
+    with pytest.raises(InvalidThreadIdError, match="working_thread_id"):
+        runtime.try_acquire_memory_consolidation_lock(ROOT, "host-b:42", LEASE)
     with pytest.raises(InvalidInputError, match="cwd must be a path"):
         runtime.release_memory_consolidation_lock(None, uuid.uuid4())  # type: ignore[arg-type]
     assert runtime.try_acquire_memory_consolidation_lock(ROOT, uuid.uuid4(), LEASE)

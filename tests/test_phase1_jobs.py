@@ -12,6 +12,7 @@ from sqlalchemy import select, text, update
 
 from codex_state import (
     InvalidInputError,
+    InvalidThreadIdError,
     ManualClock,
     Phase1ClaimKind,
     StateRuntime,
@@ -224,14 +225,14 @@ def test_scopes_are_independent_jobs(runtime: StateRuntime) -> None:
     assert user.claimed
 
 
-def test_owner_ids_accept_uuid_or_string(runtime: StateRuntime) -> None:
+def test_owner_ids_are_thread_ids_in_any_case(runtime: StateRuntime) -> None:
     thread_id = add_thread(runtime)
     owner = uuid.uuid4()
     claim_token(runtime, thread_id, owner=str(owner).upper())
     assert job_row(runtime, thread_id).owner_session_id == str(owner)
     other = add_thread(runtime)
-    claim_token(runtime, other, owner="worker-7")
-    assert job_row(runtime, other).owner_session_id == "worker-7"
+    with pytest.raises(InvalidThreadIdError, match="owner_session_id"):
+        runtime.try_claim_phase1_job(other, *SCOPE, "worker-7", 100, LEASE)
 
 
 @pytest.mark.parametrize(
@@ -243,7 +244,7 @@ def test_bad_claim_arguments_are_rejected(runtime: StateRuntime, field: str, val
     arguments: dict[str, Any] = {"source_updated_at": 100, "lease_seconds": LEASE, field: value}
     with pytest.raises(InvalidInputError, match=field):
         runtime.try_claim_phase1_job(thread_id, *SCOPE, uuid.uuid4(), **arguments)
-    with pytest.raises(InvalidInputError, match="owner"):
+    with pytest.raises(InvalidThreadIdError, match="owner_session_id"):
         runtime.try_claim_phase1_job(thread_id, *SCOPE, "", 100, LEASE)
     with pytest.raises(InvalidInputError, match="ownership_token"):
         runtime.renew_phase1_job_lease(thread_id, *SCOPE, None)  # type: ignore[arg-type]

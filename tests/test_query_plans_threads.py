@@ -46,7 +46,7 @@ def _seed(runtime: StateRuntime) -> None:
         )
         for n in range(ROWS)
     ]
-    runtime._write("seed", lambda s: ThreadRepository(s).upsert_many(rows))
+    runtime.run_in_transaction(lambda s: ThreadRepository(s).upsert_threads(rows), write=True)
 
 
 def _captured(runtime: StateRuntime) -> AbstractContextManager[list[tuple[str, Any]]]:

@@ -90,9 +90,9 @@ def test_write_transactions_take_the_lock_up_front(tmp_path: Path) -> None:
                 other.execute("ROLLBACK")
                 observed.append("acquired")
 
-        runtime._write("probe", work)
+        runtime.run_in_transaction(work, write=True)
         # A read transaction does not hold the write lock.
-        runtime._read("probe", work)
+        runtime.run_in_transaction(work)
         other.close()
     assert observed == ["database is locked", "acquired"]
 

@@ -4,38 +4,42 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import Update, bindparam, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, or_, select, update
 
+from codex_state.arguments import check_count
 from codex_state.clock import from_epoch_seconds
-from codex_state.dialect import PerDialect, dialect_insert
-from codex_state.errors import StateError
+from codex_state.dialect import dialect_insert
+from codex_state.errors import InvalidInputError, StateError
 from codex_state.models import BackfillState, BackfillStatus
 from codex_state.orm import backfill_state
+from codex_state.repositories.base import Repository, translated
+from codex_state.statements import Prepared
 
 _ROW_ID = 1
 
-_ensure_row = PerDialect(
+_ensure_row = Prepared(
     lambda dialect: dialect_insert(dialect, backfill_state)
     .values(
-        id=_ROW_ID,
-        status=BackfillStatus.PENDING.value,
+        id=bindparam("row_id"),
+        status=bindparam("pending"),
         updated_at=bindparam("now"),
     )
     .on_conflict_do_nothing(index_elements=["id"])
 )
 
-_select_state = select(
-    backfill_state.c.status, backfill_state.c.last_watermark, backfill_state.c.last_success_at
-).where(backfill_state.c.id == _ROW_ID)
+_select_state = Prepared(
+    select(
+        backfill_state.c.status, backfill_state.c.last_watermark, backfill_state.c.last_success_at
+    ).where(backfill_state.c.id == _ROW_ID)
+)
 
-_set_running = (
+_set_running = Prepared(
     update(backfill_state)
     .where(backfill_state.c.id == _ROW_ID)
     .values(status=BackfillStatus.RUNNING.value, updated_at=bindparam("now"))
 )
 
-_checkpoint = (
+_checkpoint = Prepared(
     update(backfill_state)
     .where(backfill_state.c.id == _ROW_ID)
     .values(
@@ -45,7 +49,7 @@ _checkpoint = (
     )
 )
 
-_complete = (
+_complete = Prepared(
     update(backfill_state)
     .where(backfill_state.c.id == _ROW_ID)
     .values(
@@ -66,7 +70,8 @@ _claimable = or_(
     backfill_state.c.updated_at <= bindparam("stale_before"),
 )
 _claim = {
-    reindex: update(backfill_state)
+    reindex: Prepared(
+        update(backfill_state)
     .where(
         backfill_state.c.id == _ROW_ID,
         _claimable,
@@ -76,7 +81,8 @@ _claim = {
         status=BackfillStatus.RUNNING.value,
         lease_owner=bindparam("owner"),
         updated_at=bindparam("now"),
-        **({"last_watermark": None} if reindex else {}),
+            **({"last_watermark": None} if reindex else {}),
+        )
     )
     for reindex in (False, True)
 }
@@ -87,7 +93,7 @@ _owned = (
     backfill_state.c.status == BackfillStatus.RUNNING.value,
 )
 
-_checkpoint_owned = (
+_checkpoint_owned = Prepared(
     update(backfill_state)
     .where(*_owned)
     .values(
@@ -96,7 +102,7 @@ _checkpoint_owned = (
     )
 )
 
-_complete_owned = (
+_complete_owned = Prepared(
     update(backfill_state)
     .where(*_owned)
     .values(
@@ -109,70 +115,106 @@ _complete_owned = (
 )
 
 # Back to pending, watermark kept: the next run resumes at once instead of waiting out a lease.
-_release = (
+_release = Prepared(
     update(backfill_state)
     .where(*_owned)
     .values(status=BackfillStatus.PENDING.value, lease_owner=None, updated_at=bindparam("now"))
 )
 
 
-class BackfillRepository:
+def _check_watermark(watermark: object) -> str | None:
+    if watermark is None or isinstance(watermark, str):
+        return watermark
+    raise InvalidInputError(f"a watermark must be a str or None, got {watermark!r}")
+
+
+def _check_owner(owner: object) -> str:
+    if isinstance(owner, str) and owner:
+        return owner
+    raise InvalidInputError(f"a backfill lease owner must be a non-empty str, got {owner!r}")
+
+
+class BackfillRepository(Repository):
     """Progress of the rollout backfill, kept in one row so a restart can resume."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    __slots__ = ()
 
-    def get(self) -> BackfillState:
-        row = self._session.execute(_select_state).one_or_none()
+    @translated
+    def get_backfill_state(self) -> BackfillState:
+        """Progress of the rollout backfill (pending when never started; nothing is written)."""
+        row = _select_state.first(self._session, {})
         if row is None:
             return BackfillState()
+        status, last_watermark, last_success_at = row
         try:
-            status = BackfillStatus(row.status)
+            parsed = BackfillStatus(status)
         except ValueError as err:
-            raise StateError(f"invalid backfill status stored: {row.status!r}") from err
-        last_success = None if row.last_success_at is None else row.last_success_at
+            raise StateError(f"invalid backfill status stored: {status!r}") from err
         return BackfillState(
-            status=status,
-            last_watermark=row.last_watermark,
-            last_success_at=None if last_success is None else from_epoch_seconds(last_success),
+            status=parsed,
+            last_watermark=last_watermark,
+            last_success_at=None if last_success_at is None else from_epoch_seconds(last_success_at),
         )
 
-    def ensure_row(self, now: int) -> None:
-        self._session.execute(_ensure_row(self._session), {"now": now})
+    @translated
+    def mark_backfill_running(self) -> None:
+        self._run(_set_running, {})
 
-    def mark_running(self, now: int) -> None:
-        self.ensure_row(now)
-        self._session.execute(_set_running, {"now": now})
+    @translated
+    def checkpoint_backfill(self, watermark: str) -> None:
+        """Record that every rollout up to `watermark` (a codex-home-relative path) is indexed."""
+        if not isinstance(watermark, str):
+            raise InvalidInputError(f"watermark must be a str, got {watermark!r}")
+        self._run(_checkpoint, {"watermark": watermark})
 
-    def checkpoint(self, watermark: str, now: int) -> None:
-        self.ensure_row(now)
-        self._session.execute(_checkpoint, {"watermark": watermark, "now": now})
+    @translated
+    def mark_backfill_complete(self, last_watermark: str | None = None) -> None:
+        self._run(_complete, {"watermark": _check_watermark(last_watermark)})
 
-    def mark_complete(self, last_watermark: str | None, now: int) -> None:
-        self.ensure_row(now)
-        self._session.execute(_complete, {"watermark": last_watermark, "now": now})
+    def _run(self, statement: Prepared, params: dict[str, object]) -> None:
+        now = self._now()
+        self._ensure_row(now)
+        statement.execute(self._session, {**params, "now": now})
 
-    def try_claim(self, owner: str, lease_seconds: int, now: int, *, reindex: bool) -> bool:
-        """Take the backfill lease unless a live owner holds it (or it is complete, unless
-        `reindex`). Judged by the affected row count, so two claimers never both win."""
-        self.ensure_row(now)
-        params = {"owner": owner, "stale_before": now - lease_seconds, "now": now}
-        return self._changed(_claim[reindex], params)
+    def _ensure_row(self, now: int) -> None:
+        params = {"row_id": _ROW_ID, "pending": BackfillStatus.PENDING.value, "now": now}
+        _ensure_row.execute(self._session, params)
 
-    def checkpoint_owned(self, owner: str, watermark: str | None, now: int) -> bool:
+    @translated
+    def try_claim_backfill(
+        self, owner: str, lease_seconds: int, *, reindex: bool = False
+    ) -> BackfillState | None:
+        """Take the backfill lease for `owner`; the state to resume from, or None if not taken.
+
+        Not taken means a live owner holds the lease, or (without `reindex`) it is complete.
+        Judged by the affected row count, so two claimers never both win.
+        """
+        owner = _check_owner(owner)
+        lease = check_count("lease_seconds", lease_seconds)
+        now = self._now()
+        self._ensure_row(now)
+        params = {"owner": owner, "stale_before": now - lease, "now": now}
+        if not self._changed(_claim[bool(reindex)], params):
+            return None
+        return self.get_backfill_state()
+
+    @translated
+    def checkpoint_backfill_lease(self, owner: str, watermark: str | None) -> bool:
         """Advance the watermark (None keeps it) and renew the lease, if `owner` still holds it."""
-        params = {"owner": owner, "watermark": watermark, "now": now}
-        return self._changed(_checkpoint_owned, params)
+        params = {"owner": _check_owner(owner), "watermark": _check_watermark(watermark)}
+        return self._changed(_checkpoint_owned, {**params, "now": self._now()})
 
-    def complete_owned(self, owner: str, watermark: str | None, now: int) -> bool:
+    @translated
+    def complete_backfill_lease(self, owner: str, watermark: str | None) -> bool:
         """Mark the backfill complete and free the lease, if `owner` still holds it."""
-        params = {"owner": owner, "watermark": watermark, "now": now}
-        return self._changed(_complete_owned, params)
+        params = {"owner": _check_owner(owner), "watermark": _check_watermark(watermark)}
+        return self._changed(_complete_owned, {**params, "now": self._now()})
 
-    def release(self, owner: str, now: int) -> bool:
+    @translated
+    def release_backfill_lease(self, owner: str) -> bool:
         """Give the lease up early (failure or interrupt), leaving the watermark to resume from."""
-        return self._changed(_release, {"owner": owner, "now": now})
+        return self._changed(_release, {"owner": _check_owner(owner), "now": self._now()})
 
-    def _changed(self, statement: Update, params: Mapping[str, object]) -> bool:
-        # A Connection's CursorResult carries `rowcount`; the row is the singleton, so 1 = won.
-        return self._session.connection().execute(statement, params).rowcount == 1
+    def _changed(self, statement: Prepared, params: Mapping[str, object]) -> bool:
+        # The row is the singleton, so 1 = won.
+        return statement.rowcount(self._session, params) == 1

@@ -1,4 +1,4 @@
-"""Phase-1 job claims, scope dirty flags and consolidation locks: who may work on what.
+"""Phase-1 job claims: which worker extracts the memory of which (thread, scope).
 
 Every state change is one compare-and-swap statement judged by the rows it affected, so two
 claimers (threads, processes or hosts) can never both win, and losing a race is an outcome, not
@@ -11,8 +11,8 @@ an error:
 
 Finish, fail and renew are guarded by `status = 'running' AND ownership_token = :token`.
 
-The statements are `FastQuery`s run on the unit of work's DBAPI connection
-(`StateRuntime._fast_write`), and the cursor's row count is the CAS verdict.
+The statements are `Prepared` and run in the Session's transaction; the affected-row count is
+the CAS verdict.
 """
 
 from __future__ import annotations
@@ -20,29 +20,24 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Text, and_, bindparam, literal, or_, select, update
-from sqlalchemy.engine import Dialect
-from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy import Text, and_, bindparam, literal, select, update
 
-from codex_state.dialect import PerDialect, dialect_insert
-from codex_state.errors import InvalidInputError
-from codex_state.fastread import FastQuery
+from codex_state.arguments import check_count, check_epoch, check_texts
+from codex_state.dialect import dialect_insert
+from codex_state.errors import InvalidThreadIdError
 from codex_state.models import Phase1ClaimKind, Phase1JobClaimOutcome, parse_thread_id
-from codex_state.orm import (
-    Int64,
-    memory_consolidation_locks,
-    memory_phase1_jobs,
-    memory_scope_dirty,
-)
+from codex_state.orm import Int64, memory_phase1_jobs
+from codex_state.repositories.base import Repository, translated
 from codex_state.repositories.memories import (
     JOB_RUNNING,
     THREAD_CWD_LOCKED,
-    MemoryRepository,
     job_key_clause,
     job_owned_clause,
     key_params,
     key_values,
+    thread_cwd,
 )
+from codex_state.statements import Prepared
 
 JOB_SUCCEEDED = "succeeded"
 JOB_FAILED = "failed"
@@ -50,7 +45,7 @@ JOB_FAILED = "failed"
 _jobs = memory_phase1_jobs.c
 
 
-def _build_insert_claim(dialect: str) -> FastQuery:
+def _build_insert_claim(dialect: str) -> Any:
     values = {
         **key_values(),
         "status": literal(JOB_RUNNING, Text),
@@ -61,14 +56,14 @@ def _build_insert_claim(dialect: str) -> FastQuery:
     }
     # The thread check rides in the insert (FOR KEY SHARE pins it on PostgreSQL), so a claim of
     # an unknown thread inserts nothing instead of failing the foreign key.
-    return FastQuery(
+    return (
         dialect_insert(dialect, memory_phase1_jobs)
         .from_select(list(values), select(*values.values()).where(THREAD_CWD_LOCKED.exists()))
         .on_conflict_do_nothing(index_elements=["thread_id", "scope_kind", "scope_key"])
     )
 
 
-_insert_claim = PerDialect(_build_insert_claim)
+_insert_claim = Prepared(_build_insert_claim)
 
 # The seed's decision order, negated: not failed, not succeeded on the same or newer input, not
 # running under a live lease. A NULL started_at is a dead lease (as in the seed).
@@ -85,7 +80,7 @@ _stealable = and_(
     ),
 )
 
-_steal_claim = FastQuery(
+_steal_claim = Prepared(
     update(memory_phase1_jobs)
     .where(job_key_clause(), _stealable)
     .values(
@@ -101,12 +96,12 @@ _steal_claim = FastQuery(
     )
 )
 
-_select_job = FastQuery(select(_jobs.status, _jobs.source_updated_at).where(job_key_clause()))
+_select_job = Prepared(select(_jobs.status, _jobs.source_updated_at).where(job_key_clause()))
 
 
-def _owned_update(**values: Any) -> FastQuery:
+def _owned_update(**values: Any) -> Prepared:
     """A write that only the current owner of a running job can make."""
-    return FastQuery(update(memory_phase1_jobs).where(job_owned_clause()).values(**values))
+    return Prepared(update(memory_phase1_jobs).where(job_owned_clause()).values(**values))
 
 
 _succeed = _owned_update(
@@ -122,114 +117,64 @@ _fail = _owned_update(
 _renew = _owned_update(started_at=bindparam("p_now"))
 
 
-def _build_mark_dirty(dialect: str) -> FastQuery:
-    insert = dialect_insert(dialect, memory_scope_dirty).values(
-        scope_kind=bindparam("p_scope_kind"),
-        scope_key=bindparam("p_scope_key"),
-        dirty=bindparam("p_dirty"),
-        updated_at=bindparam("p_now"),
-    )
-    return FastQuery(
-        insert.on_conflict_do_update(
-            index_elements=["scope_kind", "scope_key"],
-            set_={"dirty": insert.excluded.dirty, "updated_at": insert.excluded.updated_at},
-        )
-    )
-
-
-_mark_dirty = PerDialect(_build_mark_dirty)
-
-_locks = memory_consolidation_locks.c
-
-
-def _build_acquire_lock(dialect: str) -> FastQuery:
-    insert = dialect_insert(dialect, memory_consolidation_locks).values(
-        cwd=bindparam("p_cwd"),
-        working_thread_id=bindparam("p_owner"),
-        updated_at=bindparam("p_now"),
-    )
-    return FastQuery(
-        insert.on_conflict_do_update(
-            index_elements=["cwd"],
-            set_={
-                "working_thread_id": insert.excluded.working_thread_id,
-                "updated_at": insert.excluded.updated_at,
-            },
-            # Free rows are inserted; a held row is taken only by its owner (renew) or once stale.
-            where=or_(
-                _locks.working_thread_id == insert.excluded.working_thread_id,
-                _locks.updated_at <= bindparam("p_stale_cutoff"),
-            ),
-        )
-    )
-
-
-_acquire_lock = PerDialect(_build_acquire_lock)
-
-_release_lock = FastQuery(
-    memory_consolidation_locks.delete().where(
-        _locks.cwd == bindparam("p_cwd"), _locks.working_thread_id == bindparam("p_owner")
-    )
-)
-
-
-def owner_key(owner: uuid.UUID | str) -> str:
-    """An owner (session or thread id) as stored: canonical UUID text, else the string as given.
-
-    UUIDs in any case name the same owner; other non-empty strings (a worker or host name) are
-    accepted verbatim because ownership is plain text equality.
-    """
-    if isinstance(owner, uuid.UUID):
-        return str(owner)
-    if not isinstance(owner, str) or not owner:
-        raise InvalidInputError(f"owner must be a UUID or a non-empty string, got {owner!r}")
+def owner_key(name: str, owner: uuid.UUID | str) -> str:
+    """An owner id (a session or thread id: a `ThreadId` in the seed), stored lowercase."""
     try:
         return str(parse_thread_id(owner))
-    except ValueError:
-        return owner
+    except InvalidThreadIdError:
+        raise InvalidThreadIdError(f"{name} must be a thread id (UUID), got {owner!r}") from None
 
 
-class Phase1JobRepository:
+class Phase1JobRepository(Repository):
     """Claims and finishes of phase-1 jobs, keyed by (thread, scope kind, scope key)."""
 
-    def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
-        self._connection = connection
-        self._dialect = dialect
+    __slots__ = ()
 
-    def _affected(self, statement: FastQuery, params: dict[str, Any]) -> int:
-        return statement.rowcount(self._connection, self._dialect, params)
-
-    def try_claim(
+    @translated
+    def try_claim_phase1_job(
         self,
-        thread_id: str,
+        thread_id: uuid.UUID | str,
         scope_kind: str,
         scope_key: str,
-        owner: str,
+        owner_session_id: uuid.UUID | str,
         source_updated_at: int,
         lease_seconds: int,
-        now: int,
     ) -> Phase1JobClaimOutcome:
+        """Claim the phase-1 job of (thread, scope) for `source_updated_at` (epoch seconds).
+
+        Claimed (with a fresh ownership token) when there is no job, the running lease is older
+        than `lease_seconds`, or the job succeeded on older input. Losing a race to another
+        claimer is `skipped_running`, never an error.
+
+        Raises:
+            ThreadNotFoundError: no thread has this id.
+            InvalidInputError: `lease_seconds` is negative (the seed clamped it to 0).
+        """
+        key = str(parse_thread_id(thread_id))
+        owner = owner_key("owner_session_id", owner_session_id)
+        check_texts(scope_kind=scope_kind, scope_key=scope_key)
+        check_epoch("source_updated_at", source_updated_at)
+        lease = check_count("lease_seconds", lease_seconds)
+        now = self._now()
         token = str(uuid.uuid4())
         params = key_params(
-            thread_id,
+            key,
             scope_kind,
             scope_key,
             p_owner=owner,
             p_now=now,
             p_source_updated_at=source_updated_at,
             p_token=token,
-            p_stale_cutoff=now - lease_seconds,
+            p_stale_cutoff=now - lease,
         )
-        claimed = Phase1JobClaimOutcome(kind=Phase1ClaimKind.CLAIMED, ownership_token=token)
-        if self._affected(_insert_claim.for_dialect(self._dialect.name), params):
-            return claimed
-        if self._affected(_steal_claim, params):
-            return claimed
-        row = _select_job.first(self._connection, self._dialect, params)
+        session = self._session
+        if _insert_claim.rowcount(session, params) or _steal_claim.rowcount(session, params):
+            return Phase1JobClaimOutcome(kind=Phase1ClaimKind.CLAIMED, ownership_token=token)
+        row = _select_job.first(session, params)
         if row is None:
             # No job and nothing inserted: the thread is unknown (raises), or the row vanished
             # under a concurrent delete, which is a race we lost.
-            MemoryRepository(self._connection, self._dialect).thread_cwd(thread_id)
+            thread_cwd(session, key)
             return Phase1JobClaimOutcome(kind=Phase1ClaimKind.SKIPPED_RUNNING)
         status, stored_source_updated_at = row
         if status == JOB_FAILED:
@@ -238,68 +183,65 @@ class Phase1JobRepository:
             return Phase1JobClaimOutcome(kind=Phase1ClaimKind.SKIPPED_UP_TO_DATE)
         return Phase1JobClaimOutcome(kind=Phase1ClaimKind.SKIPPED_RUNNING)
 
-    def mark_succeeded(
+    @translated
+    def mark_phase1_job_succeeded(
         self,
-        thread_id: str,
+        thread_id: uuid.UUID | str,
         scope_kind: str,
         scope_key: str,
         ownership_token: str,
         raw_memory_path: str,
         summary_hash: str,
-        now: int,
     ) -> bool:
-        key = (thread_id, scope_kind, scope_key)
+        """Finish the job as succeeded; False when `ownership_token` no longer owns it."""
+        check_texts(raw_memory_path=raw_memory_path, summary_hash=summary_hash)
         return self._owned_write(
             _succeed,
-            key,
+            thread_id,
+            scope_kind,
+            scope_key,
             ownership_token,
-            now,
             p_raw_memory_path=raw_memory_path,
             p_summary_hash=summary_hash,
         )
 
-    def mark_failed(
+    @translated
+    def mark_phase1_job_failed(
         self,
-        thread_id: str,
+        thread_id: uuid.UUID | str,
         scope_kind: str,
         scope_key: str,
         ownership_token: str,
         failure_reason: str,
-        now: int,
     ) -> bool:
-        key = (thread_id, scope_kind, scope_key)
-        return self._owned_write(_fail, key, ownership_token, now, p_failure_reason=failure_reason)
+        """Finish the job as failed (terminal); False when `ownership_token` no longer owns it."""
+        check_texts(failure_reason=failure_reason)
+        return self._owned_write(
+            _fail, thread_id, scope_kind, scope_key, ownership_token, p_failure_reason=failure_reason
+        )
 
-    def renew_lease(
-        self, thread_id: str, scope_kind: str, scope_key: str, ownership_token: str, now: int
+    @translated
+    def renew_phase1_job_lease(
+        self,
+        thread_id: uuid.UUID | str,
+        scope_kind: str,
+        scope_key: str,
+        ownership_token: str,
     ) -> bool:
-        return self._owned_write(_renew, (thread_id, scope_kind, scope_key), ownership_token, now)
+        """Restart the job's lease from now; False when `ownership_token` no longer owns it."""
+        return self._owned_write(_renew, thread_id, scope_kind, scope_key, ownership_token)
 
     def _owned_write(
-        self, statement: FastQuery, key: tuple[str, str, str], token: str, now: int, **more: Any
+        self,
+        statement: Prepared,
+        thread_id: uuid.UUID | str,
+        scope_kind: str,
+        scope_key: str,
+        ownership_token: str,
+        **more: Any,
     ) -> bool:
-        params = key_params(*key, p_token=token, p_now=now, **more)
-        return self._affected(statement, params) > 0
-
-
-class ConsolidationRepository:
-    """Phase-2 coordination: per-scope dirty flags and the per-memory-root lock."""
-
-    def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
-        self._connection = connection
-        self._dialect = dialect
-
-    def mark_scope_dirty(self, scope_kind: str, scope_key: str, dirty: bool, now: int) -> None:
-        params = {"p_scope_kind": scope_kind, "p_scope_key": scope_key, "p_now": now}
-        upsert = _mark_dirty.for_dialect(self._dialect.name)
-        upsert.rowcount(self._connection, self._dialect, {**params, "p_dirty": int(dirty)})
-
-    def try_acquire_lock(self, cwd: str, owner: str, lease_seconds: int, now: int) -> bool:
-        params = {"p_cwd": cwd, "p_owner": owner, "p_now": now}
-        params["p_stale_cutoff"] = now - lease_seconds
-        upsert = _acquire_lock.for_dialect(self._dialect.name)
-        return upsert.rowcount(self._connection, self._dialect, params) > 0
-
-    def release_lock(self, cwd: str, owner: str) -> bool:
-        params = {"p_cwd": cwd, "p_owner": owner}
-        return _release_lock.rowcount(self._connection, self._dialect, params) > 0
+        key = str(parse_thread_id(thread_id))
+        check_texts(scope_kind=scope_kind, scope_key=scope_key, ownership_token=ownership_token)
+        params = key_params(key, scope_kind, scope_key, p_token=ownership_token, **more)
+        params["p_now"] = self._now()
+        return statement.rowcount(self._session, params) > 0

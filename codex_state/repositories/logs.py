@@ -8,18 +8,17 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter
-from sqlalchemy import ColumnElement, bindparam, delete, func, or_, select
-from sqlalchemy.engine import Dialect
-from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, bindparam, delete, func, insert, or_, select
 
-from codex_state.dialect import PerDialect
-from codex_state.fastread import FastQuery, in_list, in_list_params
+from codex_state.arguments import check_count, check_epoch, check_limit
+from codex_state.errors import InvalidInputError
 from codex_state.models import LogEntry, LogQuery, LogRow
 from codex_state.orm import logs
+from codex_state.repositories.base import Repository, translated
+from codex_state.statements import Prepared, in_list, in_list_params
 
 LogValues = tuple[Any, ...]
-"""One row for `insert_rows`, in `INSERT_COLUMNS` order."""
+"""One row for `insert_log_rows`, in `INSERT_COLUMNS` order."""
 
 INSERT_COLUMNS = (
     "ts",
@@ -37,16 +36,7 @@ _entry_values = attrgetter(*INSERT_COLUMNS)
 _rows = TypeAdapter(list[LogRow])
 _ROW_FIELDS = tuple(LogRow.model_fields)
 
-
-def _insert_sql(dialect: str) -> str:
-    # Plain driver SQL run through the DBAPI's executemany: a Core insert of dicts spends more
-    # time building parameter dicts than SQLite spends inserting (see tests/benchmarks).
-    placeholder = "?" if dialect == "sqlite" else "%s"
-    values = ", ".join([placeholder] * len(INSERT_COLUMNS))
-    return f"INSERT INTO logs ({', '.join(INSERT_COLUMNS)}) VALUES ({values})"
-
-
-_insert = PerDialect(_insert_sql)
+_insert = Prepared(insert(logs).values({name: bindparam(name) for name in INSERT_COLUMNS}))
 
 _row_columns = (
     logs.c.id,
@@ -62,20 +52,26 @@ _row_columns = (
 
 # Retention deletes a bounded number of rows per statement so each write transaction stays
 # short and the application's log writers are never stalled behind one huge DELETE.
-_delete_before = delete(logs).where(logs.c.ts < bindparam("cutoff"))
-_delete_before_limited = delete(logs).where(
-    logs.c.id.in_(
-        select(logs.c.id).where(logs.c.ts < bindparam("cutoff")).limit(bindparam("limit"))
+_delete_before = Prepared(delete(logs).where(logs.c.ts < bindparam("cutoff")))
+_delete_before_limited = Prepared(
+    delete(logs).where(
+        logs.c.id.in_(
+            select(logs.c.id).where(logs.c.ts < bindparam("cutoff")).limit(bindparam("limit"))
+        )
     )
 )
 # The id of the newest row that no longer fits under a row cap (None when all fit).
-_cap_boundary = select(logs.c.id).order_by(logs.c.id.desc()).limit(1).offset(bindparam("keep"))
-_delete_upto_limited = delete(logs).where(
-    logs.c.id.in_(
-        select(logs.c.id)
-        .where(logs.c.id <= bindparam("boundary"))
-        .order_by(logs.c.id)
-        .limit(bindparam("limit"))
+_cap_boundary = Prepared(
+    select(logs.c.id).order_by(logs.c.id.desc()).limit(1).offset(bindparam("keep"))
+)
+_delete_upto_limited = Prepared(
+    delete(logs).where(
+        logs.c.id.in_(
+            select(logs.c.id)
+            .where(logs.c.id <= bindparam("boundary"))
+            .order_by(logs.c.id)
+            .limit(bindparam("limit"))
+        )
     )
 )
 
@@ -168,90 +164,102 @@ def _filters(shape: _Shape) -> list[ColumnElement[bool]]:
     return clauses
 
 
-# Building and compiling a statement costs more than SQLite spends on a 200-row page, so each
-# shape's statement is built and compiled once, then run on a raw cursor (`FastQuery`).
 @lru_cache(maxsize=256)
-def _rows_statement(shape: _Shape) -> FastQuery:
+def _rows_statement(shape: _Shape) -> Prepared:
     statement = select(*_row_columns).where(*_filters(shape))
     statement = statement.order_by(logs.c.id.desc() if shape.descending else logs.c.id)
     if shape.limit:
         statement = statement.limit(bindparam("limit"))
-    return FastQuery(statement)
+    return Prepared(statement)
 
 
 @lru_cache(maxsize=256)
-def _max_id_statement(shape: _Shape) -> FastQuery:
-    return FastQuery(select(func.max(logs.c.id)).where(*_filters(shape)))
+def _max_id_statement(shape: _Shape) -> Prepared:
+    return Prepared(select(func.max(logs.c.id)).where(*_filters(shape)))
 
 
-class LogRepository:
+def _check_query(query: object) -> LogQuery:
+    if not isinstance(query, LogQuery):
+        raise InvalidInputError(f"expected LogQuery, got {type(query).__name__}")
+    return query
+
+
+def _check_entries(entries: object) -> list[LogEntry]:
+    if isinstance(entries, LogEntry | str | bytes) or not isinstance(entries, Iterable):
+        raise InvalidInputError(f"expected an iterable of LogEntry, got {type(entries).__name__}")
+    batch = list(entries)
+    for entry in batch:
+        if not isinstance(entry, LogEntry):
+            raise InvalidInputError(f"expected LogEntry, got {type(entry).__name__}")
+    return batch
+
+
+class LogRepository(Repository):
     """Log rows as the seed's tracing layer writes them and its viewer reads them."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    __slots__ = ()
 
-    def delete_before(self, cutoff_ts: int, limit: int | None = None) -> int:
-        """Delete rows with `ts < cutoff_ts`, at most `limit` of them when given."""
-        if limit is None:
-            result = self._session.execute(_delete_before, {"cutoff": cutoff_ts})
-        else:
-            result = self._session.execute(
-                _delete_before_limited, {"cutoff": cutoff_ts, "limit": limit}
-            )
-        return int(result.rowcount)  # type: ignore[attr-defined]
+    @translated
+    def insert_log(self, entry: LogEntry) -> None:
+        if not isinstance(entry, LogEntry):
+            raise InvalidInputError(f"expected LogEntry, got {type(entry).__name__}")
+        self._insert([_entry_values(entry)])
 
-    def trim_to(self, max_rows: int, limit: int) -> int:
-        """Delete up to `limit` of the oldest rows beyond the newest `max_rows`."""
-        boundary = self._session.execute(_cap_boundary, {"keep": max_rows}).scalar()
-        if boundary is None:
-            return 0
-        result = self._session.execute(_delete_upto_limited, {"boundary": boundary, "limit": limit})
-        return int(result.rowcount)  # type: ignore[attr-defined]
+    @translated
+    def insert_logs(self, entries: Iterable[LogEntry]) -> None:
+        """Insert a batch of log entries with one executemany."""
+        self._insert([_entry_values(entry) for entry in _check_entries(entries)])
 
+    @translated
+    def insert_log_rows(self, rows: Sequence[LogValues]) -> None:
+        """Insert rows in `INSERT_COLUMNS` order, unvalidated.
 
-class LogInserts:
-    """Batch inserts on a checked-out DBAPI connection (`StateRuntime._fast_write`).
+        The batching log handler's path: it builds the tuples itself, so validating each
+        record again as a `LogEntry` would only cost time on the writer thread.
+        """
+        self._insert(rows)
 
-    The handler writes a batch every few hundred milliseconds; a Session around each batch
-    cost the writer thread more than the insert itself, time it then held the GIL from the
-    threads that log.
-    """
+    def _insert(self, rows: Sequence[LogValues]) -> None:
+        if rows:
+            _insert.execute_many_tuples(self._session, INSERT_COLUMNS, rows)
 
-    def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
-        self._connection = connection
-        self._dialect = dialect
-
-    def insert(self, entries: Iterable[LogEntry]) -> None:
-        """Insert a batch with one executemany."""
-        self.insert_rows([_entry_values(entry) for entry in entries])
-
-    def insert_rows(self, rows: Sequence[LogValues]) -> None:
-        """Insert rows already in `INSERT_COLUMNS` order (the handler's path)."""
-        if not rows:
-            return
-        cursor = self._connection.cursor()
-        try:
-            cursor.executemany(_insert.for_dialect(self._dialect.name), rows)
-        finally:
-            cursor.close()
-
-
-class LogReads:
-    """The viewer's reads, on a checked-out DBAPI connection (`StateRuntime._fast_read`)."""
-
-    def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
-        self._connection = connection
-        self._dialect = dialect
-
-    def query(self, query: LogQuery) -> list[LogRow]:
-        statement = _rows_statement(_Shape.of(query))
-        rows = statement.all(self._connection, self._dialect, _params(query))
+    @translated
+    def query_logs(self, query: LogQuery) -> list[LogRow]:
+        """Rows matching every filter of `query`, ordered by id."""
+        query = _check_query(query)
+        rows = _rows_statement(_Shape.of(query)).all(self._session, _params(query))
         # Validation stays: building 200 LogRow objects costs the same with or without it
         # (model_construct is slower still, measured), so skipping it would buy nothing.
         return _rows.validate_python([dict(zip(_ROW_FIELDS, row, strict=True)) for row in rows])
 
-    def max_id(self, query: LogQuery) -> int:
+    @translated
+    def max_log_id(self, query: LogQuery | None = None) -> int:
+        """The largest id matching `query`'s filters, 0 when none match."""
+        query = LogQuery() if query is None else _check_query(query)
         # Limit and order do not change MAX(id): leave them out of the shape (and the cache key).
-        statement = _max_id_statement(_Shape.of(query)._replace(limit=False, descending=False))
-        row = statement.first(self._connection, self._dialect, _params(query))
+        shape = _Shape.of(query)._replace(limit=False, descending=False)
+        row = _max_id_statement(shape).first(self._session, _params(query))
         return 0 if row is None or row[0] is None else int(row[0])
+
+    @translated
+    def delete_logs_before(self, cutoff_ts: int, *, limit: int | None = None) -> int:
+        """Delete rows older than `cutoff_ts` (epoch seconds); returns how many went.
+
+        With `limit`, at most that many rows go in this one short transaction: call again
+        until it returns less than `limit` to clear a large backlog without long locks.
+        """
+        check_epoch("cutoff_ts", cutoff_ts)
+        check_limit(limit)
+        if limit is None:
+            return _delete_before.rowcount(self._session, {"cutoff": cutoff_ts})
+        return _delete_before_limited.rowcount(self._session, {"cutoff": cutoff_ts, "limit": limit})
+
+    @translated
+    def trim_logs(self, max_rows: int, *, limit: int = 5000) -> int:
+        """Delete up to `limit` of the oldest rows beyond the newest `max_rows` rows."""
+        keep = check_count("max_rows", max_rows)
+        check_limit(limit)
+        row = _cap_boundary.first(self._session, {"keep": keep})
+        if row is None:
+            return 0
+        return _delete_upto_limited.rowcount(self._session, {"boundary": row[0], "limit": limit})

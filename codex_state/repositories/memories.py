@@ -4,9 +4,8 @@ Writes are single upserts that return the stored row, so a write costs one state
 owner-guarded upsert carries its guard (a running phase-1 job holding the caller's token) inside
 that statement: there is no window between checking ownership and writing.
 
-Every statement is a `FastQuery` run on the unit of work's DBAPI connection
-(`StateRuntime._fast_read` / `_fast_write`): a phase-1 worker's writes are a few microseconds of
-SQLite work each, which a Session and SQLAlchemy's execution would multiply several times.
+Every statement is `Prepared` (compiled once per backend): a phase-1 worker's writes are a few
+microseconds of SQLite work each, which SQLAlchemy's per-execution compilation would multiply.
 """
 
 from __future__ import annotations
@@ -16,17 +15,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Exists, Text, and_, bindparam, case, select
-from sqlalchemy.engine import Dialect
-from sqlalchemy.engine.interfaces import DBAPIConnection
+import uuid
 
-from codex_state.arguments import as_path
+from sqlalchemy import ColumnElement, Exists, Text, and_, bindparam, case, select
+from sqlalchemy.orm import Session
+
+from codex_state.arguments import as_path, check_count, check_texts
 from codex_state.clock import from_epoch_seconds
-from codex_state.dialect import PerDialect, dialect_insert
+from codex_state.dialect import dialect_insert
 from codex_state.errors import ThreadNotFoundError
-from codex_state.fastread import FastQuery
-from codex_state.models import ThreadMemory, path_text
+from codex_state.models import ThreadMemory, parse_thread_id, path_text
 from codex_state.orm import Int64, memory_phase1_jobs, thread_memory, threads
+from codex_state.repositories.base import Repository, translated
+from codex_state.statements import Prepared
 
 SCOPE_KIND_CWD = "cwd"
 """The scope the legacy helpers use; its key is the thread's cwd as stored."""
@@ -46,9 +47,9 @@ THREAD_CWD_LOCKED = (
     .with_for_update(read=True, key_share=True)
 )
 
-_select_thread_cwd = FastQuery(THREAD_CWD_LOCKED)
+_select_thread_cwd = Prepared(THREAD_CWD_LOCKED)
 
-_select_newest = FastQuery(
+_select_newest = Prepared(
     select(thread_memory)
     .where(thread_memory.c.thread_id == bindparam(_THREAD_ID))
     .order_by(
@@ -59,7 +60,7 @@ _select_newest = FastQuery(
     .limit(1)
 )
 
-_select_last_n = FastQuery(
+_select_last_n = Prepared(
     select(thread_memory)
     .where(
         thread_memory.c.scope_kind == bindparam(_SCOPE_KIND),
@@ -122,7 +123,7 @@ def _memory_values() -> dict[str, Any]:
     }
 
 
-def _build_upsert(dialect: str, *, owner_guarded: bool) -> FastQuery:
+def _build_upsert(dialect: str, *, owner_guarded: bool) -> Any:
     insert = dialect_insert(dialect, thread_memory)
     values = _memory_values()
     if owner_guarded:
@@ -139,11 +140,11 @@ def _build_upsert(dialect: str, *, owner_guarded: bool) -> FastQuery:
             "updated_at": case((new <= old, old + 1), else_=new),
         },
     )
-    return FastQuery(upsert.returning(*thread_memory.c))
+    return upsert.returning(*thread_memory.c)
 
 
-_upsert = PerDialect(lambda dialect: _build_upsert(dialect, owner_guarded=False))
-_upsert_if_owner = PerDialect(lambda dialect: _build_upsert(dialect, owner_guarded=True))
+_upsert = Prepared(lambda dialect: _build_upsert(dialect, owner_guarded=False))
+_upsert_if_owner = Prepared(lambda dialect: _build_upsert(dialect, owner_guarded=True))
 
 
 def path_key(name: str, path: str | os.PathLike[str]) -> str:
@@ -183,86 +184,126 @@ def _maybe_datetime(seconds: int | None) -> datetime | None:
     return None if seconds is None else from_epoch_seconds(seconds)
 
 
-class MemoryRepository:
-    """Reads and writes of `thread_memory` on a unit of work's DBAPI connection.
+def thread_cwd(session: Session, thread_id: str) -> str:
+    """The thread's stored cwd, its row pinned until commit; `ThreadNotFoundError` if unknown."""
+    row = _select_thread_cwd.first(session, {_THREAD_ID: thread_id})
+    if row is None:
+        raise ThreadNotFoundError(thread_id)
+    cwd: str = row[0]
+    return cwd
 
-    Thread ids are canonical strings.
-    """
 
-    def __init__(self, connection: DBAPIConnection, dialect: Dialect) -> None:
-        self._connection = connection
-        self._dialect = dialect
+class MemoryRepository(Repository):
+    """`thread_memory`: what phase 1 extracted from each thread, per scope."""
 
-    def thread_cwd(self, thread_id: str) -> str:
-        """The thread's stored cwd; raises `ThreadNotFoundError` for an unknown thread."""
-        row = _select_thread_cwd.first(self._connection, self._dialect, {_THREAD_ID: thread_id})
-        if row is None:
-            raise ThreadNotFoundError(thread_id)
-        cwd: str = row[0]
-        return cwd
+    __slots__ = ()
 
-    def get_newest(self, thread_id: str) -> ThreadMemory | None:
-        row = _select_newest.first(self._connection, self._dialect, {_THREAD_ID: thread_id})
+    @translated
+    def get_thread_memory(self, thread_id: uuid.UUID | str) -> ThreadMemory | None:
+        """The thread's most recently updated memory across all scopes, if any."""
+        key = str(parse_thread_id(thread_id))
+        row = _select_newest.first(self._session, {_THREAD_ID: key})
         return None if row is None else to_thread_memory(row)
 
-    def upsert(
+    @translated
+    def upsert_thread_memory(
+        self, thread_id: uuid.UUID | str, raw_memory: str, memory_summary: str
+    ) -> ThreadMemory:
+        """Write the thread's memory in the `cwd` scope keyed by the thread's stored cwd.
+
+        Raises:
+            ThreadNotFoundError: no thread has this id.
+        """
+        key = str(parse_thread_id(thread_id))
+        check_texts(raw_memory=raw_memory, memory_summary=memory_summary)
+        scope_key = thread_cwd(self._session, key)
+        return self._upsert(key_params(key, SCOPE_KIND_CWD, scope_key), raw_memory, memory_summary)
+
+    @translated
+    def upsert_thread_memory_for_scope(
         self,
-        thread_id: str,
+        thread_id: uuid.UUID | str,
         scope_kind: str,
         scope_key: str,
         raw_memory: str,
         memory_summary: str,
-        now: int,
     ) -> ThreadMemory:
-        self.thread_cwd(thread_id)
-        return self._upsert(
-            key_params(thread_id, scope_kind, scope_key), raw_memory, memory_summary, now
-        )
+        """Insert or replace the thread's memory in one scope; `updated_at` always advances.
 
-    def upsert_cwd_scope(
-        self, thread_id: str, raw_memory: str, memory_summary: str, now: int
-    ) -> ThreadMemory:
-        """Upsert in the `cwd` scope keyed by the thread's stored cwd (the seed's legacy helper)."""
-        scope_key = self.thread_cwd(thread_id)
-        return self._upsert(
-            key_params(thread_id, SCOPE_KIND_CWD, scope_key), raw_memory, memory_summary, now
+        Raises:
+            ThreadNotFoundError: no thread has this id.
+        """
+        key = str(parse_thread_id(thread_id))
+        check_texts(
+            scope_kind=scope_kind,
+            scope_key=scope_key,
+            raw_memory=raw_memory,
+            memory_summary=memory_summary,
         )
+        thread_cwd(self._session, key)
+        return self._upsert(key_params(key, scope_kind, scope_key), raw_memory, memory_summary)
 
-    def upsert_if_owner(
+    @translated
+    def upsert_thread_memory_for_scope_if_phase1_owner(
         self,
-        thread_id: str,
+        thread_id: uuid.UUID | str,
         scope_kind: str,
         scope_key: str,
         ownership_token: str,
         raw_memory: str,
         memory_summary: str,
-        now: int,
     ) -> ThreadMemory | None:
-        """Write only while `ownership_token` owns the running job; None otherwise."""
-        params = key_params(thread_id, scope_kind, scope_key, p_token=ownership_token)
-        params.update(_content_params(raw_memory, memory_summary, now))
-        upsert = _upsert_if_owner.for_dialect(self._dialect.name)
-        row = upsert.first(self._connection, self._dialect, params)
+        """Like `upsert_thread_memory_for_scope`, but only while `ownership_token` owns the
+        running phase-1 job of this (thread, scope); returns None when it does not.
+
+        Raises:
+            ThreadNotFoundError: no thread has this id.
+        """
+        key = str(parse_thread_id(thread_id))
+        check_texts(
+            scope_kind=scope_kind,
+            scope_key=scope_key,
+            ownership_token=ownership_token,
+            raw_memory=raw_memory,
+            memory_summary=memory_summary,
+        )
+        params = key_params(key, scope_kind, scope_key, p_token=ownership_token)
+        params.update(_content_params(raw_memory, memory_summary, self._now()))
+        row = _upsert_if_owner.first(self._session, params)
         if row is None:
             # Checked only on this cold path: an owned job implies the thread exists.
-            self.thread_cwd(thread_id)
+            thread_cwd(self._session, key)
             return None
         return to_thread_memory(row)
 
-    def _upsert(
-        self, key: dict[str, Any], raw_memory: str, memory_summary: str, now: int
-    ) -> ThreadMemory:
-        params = key | _content_params(raw_memory, memory_summary, now)
-        upsert = _upsert.for_dialect(self._dialect.name)
-        (row,) = upsert.all(self._connection, self._dialect, params)  # always exactly one
-        return to_thread_memory(row)
+    @translated
+    def get_last_n_thread_memories_for_cwd(
+        self, cwd: str | os.PathLike[str], n: int
+    ) -> list[ThreadMemory]:
+        """The `n` newest valid memories of the `cwd` scope whose key is exactly `cwd`."""
+        return self._last_n(SCOPE_KIND_CWD, path_key("cwd", cwd), n)
 
-    def last_n_for_scope(self, scope_kind: str, scope_key: str, n: int) -> list[ThreadMemory]:
-        if n == 0:
+    @translated
+    def get_last_n_thread_memories_for_scope(
+        self, scope_kind: str, scope_key: str, n: int
+    ) -> list[ThreadMemory]:
+        """The `n` newest valid (not invalidated) memories of a scope, newest first."""
+        return self._last_n(scope_kind, scope_key, n)
+
+    def _last_n(self, scope_kind: str, scope_key: str, n: int) -> list[ThreadMemory]:
+        check_texts(scope_kind=scope_kind, scope_key=scope_key)
+        limit = check_count("n", n)
+        if limit == 0:
             return []
-        params = {_SCOPE_KIND: scope_kind, _SCOPE_KEY: scope_key, "p_limit": n}
-        rows = _select_last_n.all(self._connection, self._dialect, params)
-        return [to_thread_memory(row) for row in rows]
+        params = {_SCOPE_KIND: scope_kind, _SCOPE_KEY: scope_key, "p_limit": limit}
+        return [to_thread_memory(row) for row in _select_last_n.all(self._session, params)]
+
+    def _upsert(
+        self, key: dict[str, Any], raw_memory: str, memory_summary: str
+    ) -> ThreadMemory:
+        params = key | _content_params(raw_memory, memory_summary, self._now())
+        (row,) = _upsert.all(self._session, params)  # always exactly one
+        return to_thread_memory(row)
 
 
 def _content_params(raw_memory: str, memory_summary: str, now: int) -> dict[str, Any]:
