@@ -81,4 +81,3 @@ class AsyncStateRuntime(Operations):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-

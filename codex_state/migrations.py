@@ -97,8 +97,7 @@ def _read_state(conn: Connection) -> _SchemaState:
         query = text("SELECT name FROM sqlite_master WHERE type = 'table'")
     else:
         query = text(
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = current_schema()"
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
         )
     tables = frozenset(row[0] for row in conn.execute(query) if row[0] in names)
     revision = None

@@ -126,9 +126,7 @@ class ThreadMetadata(_Value):
     def diff_fields(self, other: ThreadMetadata) -> list[str]:
         """Names of the fields that differ from `other`, in declaration order."""
         return [
-            name
-            for name in type(self).model_fields
-            if getattr(self, name) != getattr(other, name)
+            name for name in type(self).model_fields if getattr(self, name) != getattr(other, name)
         ]
 
 

@@ -140,6 +140,4 @@ class Operations:
 
 def operations() -> dict[str, Operation[Any, Any, Any]]:
     """Every declared operation by name (for tests and tools that walk the surface)."""
-    return {
-        name: value for name, value in vars(Operations).items() if isinstance(value, Operation)
-    }
+    return {name: value for name, value in vars(Operations).items() if isinstance(value, Operation)}

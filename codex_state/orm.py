@@ -101,9 +101,9 @@ class LogRowRecord(Base):
         # Ours (revision 0002), PostgreSQL only: a thread's page in id order is one ordered
         # index read that stops at the limit. SQLite's idx_logs_thread_id already ends in the
         # rowid (= id), so there the extra index would only cost writes and space.
-        Index(
-            "ix_cs_logs_thread_id_id", "thread_id", "id", info={ONLY_ON: "postgresql"}
-        ).ddl_if(dialect="postgresql"),
+        Index("ix_cs_logs_thread_id_id", "thread_id", "id", info={ONLY_ON: "postgresql"}).ddl_if(
+            dialect="postgresql"
+        ),
         {"sqlite_autoincrement": True},
     )
 

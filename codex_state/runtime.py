@@ -157,9 +157,7 @@ class StateRuntime(Operations):
             reason = _first_line(getattr(err, "orig", None) or err)
             raise StateDbOpenError(f"cannot open state database {shown}: {reason}") from err
         count(metrics, METRIC_DB_INIT, {"status": "opened"})
-        runtime = cls(
-            engine, default_provider, codex_home=codex_home, metrics=metrics, clock=clock
-        )
+        runtime = cls(engine, default_provider, codex_home=codex_home, metrics=metrics, clock=clock)
         runtime._created = created
         return runtime
 
@@ -180,6 +178,11 @@ class StateRuntime(Operations):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` was called: every call then raises `StateError`."""
+        return self._closed
 
     @property
     def codex_home(self) -> Path | None:
@@ -264,8 +267,9 @@ class StateRuntime(Operations):
                         with translate_db_errors(action):
                             session.commit()
                     return result
-            except StateError as err:
-                if not _is_retryable(err.__cause__):
+            except (StateError, DBAPIError) as err:
+                # A repository's errors arrive translated, a caller's own statements' raw.
+                if not _is_retryable(err if isinstance(err, DBAPIError) else err.__cause__):
                     raise
                 now = time.monotonic()
                 deadline = deadline or now + RETRY_SECONDS
@@ -274,7 +278,7 @@ class StateRuntime(Operations):
             time.sleep(0.01)
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self.closed:
             raise StateError("the StateRuntime is closed")
 
 

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from codex_state import StateRuntime
+from tests.entries import ENTRIES, Entry
 
 PG_URL_ENV = "CODEX_STATE_TEST_PG_URL"
 BACKENDS = ["sqlite_memory", "sqlite_file", "postgres"]
@@ -29,6 +30,7 @@ class Backend:
     name: str
     url: str
     tmp_path: Path
+    entry: str = "runtime"
     runtimes: list[StateRuntime] = field(default_factory=list)
 
     @property
@@ -39,10 +41,11 @@ class Backend:
     def is_sqlite(self) -> bool:
         return not self.is_postgres
 
-    def runtime(self, default_provider: str = "test-provider", **kwargs: Any) -> StateRuntime:
+    def runtime(self, default_provider: str = "test-provider", **kwargs: Any) -> Any:
+        """A runtime on this database, called through this backend's entry (see `entries`)."""
         runtime = StateRuntime.from_url(self.url, default_provider, **kwargs)
         self.runtimes.append(runtime)
-        return runtime
+        return runtime if self.entry == "runtime" else Entry(runtime, self.entry)
 
 
 def pg_base_url() -> str | None:
@@ -72,9 +75,16 @@ def pg_schema_url() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(params=ENTRIES)
+def entry(request: pytest.FixtureRequest) -> str:
+    """Every way into the package in turn (see `tests.entries`)."""
+    name: str = request.param
+    return name
+
+
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """Every backend in turn; PostgreSQL only when configured."""
+def backend(request: pytest.FixtureRequest, tmp_path: Path, entry: str) -> Iterator[Backend]:
+    """Every backend in turn (PostgreSQL only when configured), through every entry."""
     name: str = request.param
     if name == "sqlite_memory":
         url = "sqlite://"
@@ -82,7 +92,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         url = f"sqlite:///{tmp_path / 'state_4.sqlite'}"
     else:
         url = request.getfixturevalue("pg_schema_url")
-    backend = Backend(name=name, url=url, tmp_path=tmp_path)
+    backend = Backend(name=name, url=url, tmp_path=tmp_path, entry=entry)
     try:
         yield backend
     finally:
@@ -107,8 +117,8 @@ def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[B
 
 
 @pytest.fixture
-def runtime(backend: Backend) -> StateRuntime:
-    """A migrated runtime on the current backend."""
+def runtime(backend: Backend) -> Any:
+    """A migrated runtime on the current backend, through the current entry."""
     return backend.runtime()
 
 

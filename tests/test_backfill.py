@@ -34,7 +34,6 @@ NOW = 1_800_000_000
 LEASE = 900
 
 
-
 class _Lease:
     """The backfill lease methods of `BackfillRepository`, each in its own write unit."""
 
@@ -55,6 +54,7 @@ class _Lease:
 
 def _lease(runtime: StateRuntime) -> _Lease:
     return _Lease(runtime)
+
 
 def stored_ids(runtime: StateRuntime, archived: bool = False) -> set[uuid.UUID]:
     return set(runtime.list_thread_ids(10_000, archived_only=archived))

@@ -18,13 +18,15 @@ from codex_state.statements import Prepared
 _ROW_ID = 1
 
 _ensure_row = Prepared(
-    lambda dialect: dialect_insert(dialect, backfill_state)
-    .values(
-        id=bindparam("row_id"),
-        status=bindparam("pending"),
-        updated_at=bindparam("now"),
+    lambda dialect: (
+        dialect_insert(dialect, backfill_state)
+        .values(
+            id=bindparam("row_id"),
+            status=bindparam("pending"),
+            updated_at=bindparam("now"),
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
     )
-    .on_conflict_do_nothing(index_elements=["id"])
 )
 
 _select_state = Prepared(
@@ -72,15 +74,15 @@ _claimable = or_(
 _claim = {
     reindex: Prepared(
         update(backfill_state)
-    .where(
-        backfill_state.c.id == _ROW_ID,
-        _claimable,
-        *(() if reindex else (backfill_state.c.status != BackfillStatus.COMPLETE.value,)),
-    )
-    .values(
-        status=BackfillStatus.RUNNING.value,
-        lease_owner=bindparam("owner"),
-        updated_at=bindparam("now"),
+        .where(
+            backfill_state.c.id == _ROW_ID,
+            _claimable,
+            *(() if reindex else (backfill_state.c.status != BackfillStatus.COMPLETE.value,)),
+        )
+        .values(
+            status=BackfillStatus.RUNNING.value,
+            lease_owner=bindparam("owner"),
+            updated_at=bindparam("now"),
             **({"last_watermark": None} if reindex else {}),
         )
     )
@@ -153,7 +155,9 @@ class BackfillRepository(Repository):
         return BackfillState(
             status=parsed,
             last_watermark=last_watermark,
-            last_success_at=None if last_success_at is None else from_epoch_seconds(last_success_at),
+            last_success_at=None
+            if last_success_at is None
+            else from_epoch_seconds(last_success_at),
         )
 
     @translated

@@ -112,5 +112,8 @@ class ConsolidationRepository(Repository):
         self, cwd: str | os.PathLike[str], working_thread_id: uuid.UUID | str
     ) -> bool:
         """Release the lock of `cwd` if `working_thread_id` holds it; True when released."""
-        params = {"p_cwd": path_key("cwd", cwd), "p_owner": owner_key("working_thread_id", working_thread_id)}
+        params = {
+            "p_cwd": path_key("cwd", cwd),
+            "p_owner": owner_key("working_thread_id", working_thread_id),
+        }
         return _release_lock.rowcount(self._session, params) > 0

@@ -217,7 +217,12 @@ class Phase1JobRepository(Repository):
         """Finish the job as failed (terminal); False when `ownership_token` no longer owns it."""
         check_texts(failure_reason=failure_reason)
         return self._owned_write(
-            _fail, thread_id, scope_kind, scope_key, ownership_token, p_failure_reason=failure_reason
+            _fail,
+            thread_id,
+            scope_kind,
+            scope_key,
+            ownership_token,
+            p_failure_reason=failure_reason,
         )
 
     @translated

@@ -298,9 +298,7 @@ class MemoryRepository(Repository):
         params = {_SCOPE_KIND: scope_kind, _SCOPE_KEY: scope_key, "p_limit": limit}
         return [to_thread_memory(row) for row in _select_last_n.all(self._session, params)]
 
-    def _upsert(
-        self, key: dict[str, Any], raw_memory: str, memory_summary: str
-    ) -> ThreadMemory:
+    def _upsert(self, key: dict[str, Any], raw_memory: str, memory_summary: str) -> ThreadMemory:
         params = key | _content_params(raw_memory, memory_summary, self._now())
         (row,) = _upsert.all(self._session, params)  # always exactly one
         return to_thread_memory(row)

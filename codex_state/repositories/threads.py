@@ -127,9 +127,11 @@ _select_tools = Prepared(
 
 _TOOL_COLUMNS = ("thread_id", "position", "name", "description", "input_schema")
 _insert_tools = Prepared(
-    lambda dialect: dialect_insert(dialect, thread_dynamic_tools)
-    .values({name: bindparam(name) for name in _TOOL_COLUMNS})
-    .on_conflict_do_nothing(index_elements=["thread_id", "position"])
+    lambda dialect: (
+        dialect_insert(dialect, thread_dynamic_tools)
+        .values({name: bindparam(name) for name in _TOOL_COLUMNS})
+        .on_conflict_do_nothing(index_elements=["thread_id", "position"])
+    )
 )
 
 _SORT_COLUMNS = {SortKey.CREATED_AT: threads.c.created_at, SortKey.UPDATED_AT: threads.c.updated_at}
@@ -489,5 +491,7 @@ class ThreadRepository(Repository):
         except StateError:
             raise
         except Exception:
-            count(metrics if metrics is not None else self._metrics, METRIC_DB_ERROR, {"stage": stage})
+            count(
+                metrics if metrics is not None else self._metrics, METRIC_DB_ERROR, {"stage": stage}
+            )
             raise

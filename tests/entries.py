@@ -1,0 +1,47 @@
+"""Ways into the package that the behaviour suite runs through (LangGraph-conformance style).
+
+- `runtime`: `StateRuntime`'s facade methods.
+- `repositories`: the public repositories on a Session the caller makes on `runtime.engine`
+  (a write Session for writes, as documented), committed by the caller.
+
+`Entry` looks like a `StateRuntime`: operation names go through the chosen entry, everything
+else (engine, run_in_transaction, close, ...) to the runtime underneath.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from codex_state import StateError, StateRuntime
+from codex_state.engine import write_session
+from codex_state.operations import operations
+
+ENTRIES = ["runtime", "repositories"]
+
+_OPERATIONS = operations()
+
+
+class Entry:
+    def __init__(self, runtime: StateRuntime, name: str) -> None:
+        self.runtime = runtime
+        self.entry = name
+
+    def __getattr__(self, name: str) -> Any:
+        operation = _OPERATIONS.get(name)
+        if operation is None or self.entry == "runtime":
+            return getattr(self.runtime, name)
+        runtime = self.runtime
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if runtime.closed:  # a caller stops using the engine of a closed runtime
+                raise StateError("the StateRuntime is closed")
+            engine = runtime.engine
+            with write_session(engine) if operation.write else Session(engine) as session:
+                repository = runtime.repository(operation.repository, session)
+                result = operation.method(repository, *args, **kwargs)
+                session.commit()
+                return result
+
+        return call
