@@ -1,165 +1,260 @@
-"""Phase-1 job hot paths beside the standard library doing the same work; prints ratios.
+"""Phase-1 job cycle beside the raw driver and the plain ORM; multi-process contention.
 
-Run: `python tests/benchmarks/bench_jobs.py` (or `pytest -s tests/benchmarks/bench_jobs.py`).
-Set `CODEX_STATE_TEST_PG_URL` to include PostgreSQL in the contention benchmark.
-Targets: one job's full cycle (claim, renew, owner-guarded memory upsert, succeed) within 1.5x of
-sqlite3 running the same statements in the same transactions; contention: 0 double claims and
-0 errors.
+Run: `.venv/bin/python -m tests.benchmarks.bench_jobs` (PostgreSQL too when
+`CODEX_STATE_BENCH_PG_URL` or `CODEX_STATE_TEST_PG_URL` is set).
+
+One cycle is what a phase-1 worker does per job: `try_claim_phase1_job`,
+`renew_phase1_job_lease`, `upsert_thread_memory_for_scope_if_phase1_owner`,
+`mark_phase1_job_succeeded`. The raw baseline runs the seed's statements for each call (claim:
+SELECT the job, then INSERT it; guarded upsert: the thread check, the INSERT ... SELECT ... WHERE
+EXISTS ... ON CONFLICT and the SELECT of the stored row) in one transaction per call (SQLite:
+BEGIN IMMEDIATE) and builds the same pydantic results; the plain ORM is
+`tests.benchmarks.plain_orm`. Each variant and round claims fresh jobs. The contention figure has
+8 processes race for the same jobs and counts double claims and errors (both must be 0).
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
-import sqlite3
-import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
-from sqlalchemy import create_engine, text
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests.*` when run as a script
-
-from codex_state import StateRuntime
-from tests.contention_workers import WORKERS, race
+from codex_state import (
+    Phase1ClaimKind,
+    Phase1JobClaimOutcome,
+    StateRuntime,
+    ThreadMemory,
+    ThreadMetadata,
+)
+from tests.benchmarks.common import (
+    ORM,
+    PACKAGE,
+    PG_NOTE,
+    PG_SKIPPED,
+    PG_URL,
+    RAW,
+    Figure,
+    Timing,
+    fresh_sqlite,
+    make_thread,
+    pg_schema,
+    print_table,
+    psycopg_connect,
+    race_fresh,
+    seed_threads_pg,
+    seed_threads_sqlite,
+    sqlite_connect,
+)
+from tests.benchmarks.plain_orm import PlainOrmState, plain_engine
+from tests.contention_workers import WORKERS
+from tests.contention_workers import race as race_processes
 from tests.memory_support import SCOPE, add_thread
 
-CYCLES = 2_000
-ROUNDS = 3
-CONTENTION_JOBS = 2_000
-PG_URL = os.environ.get("CODEX_STATE_TEST_PG_URL")
+SQLITE_ROUNDS, SQLITE_CYCLES = 3, 500
+PG_ROUNDS, PG_CYCLES = 5, 100
+CONTENTION_JOBS = 1_000
 
-CLAIM_SQL = """
+KEY = "thread_id = ? AND scope_kind = ? AND scope_key = ?"
+OWNED = f"{KEY} AND status = 'running' AND ownership_token = ?"
+SELECT_JOB_SQL = f"SELECT status, source_updated_at, started_at FROM memory_phase1_jobs WHERE {KEY}"
+INSERT_JOB_SQL = """
 INSERT INTO memory_phase1_jobs (thread_id, scope_kind, scope_key, status, owner_session_id,
-    started_at, source_updated_at, ownership_token)
-SELECT ?, ?, ?, 'running', ?, ?, ?, ? WHERE EXISTS (SELECT cwd FROM threads WHERE id = ?)
-ON CONFLICT (thread_id, scope_kind, scope_key) DO NOTHING"""
-OWNED = (
-    "thread_id = ? AND scope_kind = ? AND scope_key = ?"
-    " AND status = 'running' AND ownership_token = ?"
-)
+    started_at, finished_at, failure_reason, source_updated_at, raw_memory_path, summary_hash,
+    ownership_token)
+VALUES (?, ?, ?, 'running', ?, ?, NULL, NULL, ?, NULL, NULL, ?)"""
 RENEW_SQL = f"UPDATE memory_phase1_jobs SET started_at = ? WHERE {OWNED}"
-UPSERT_SQL = f"""
+THREAD_SQL = "SELECT id FROM threads WHERE id = ?"
+UPSERT_MEMORY_SQL = f"""
 INSERT INTO thread_memory (thread_id, scope_kind, scope_key, raw_memory, memory_summary, updated_at)
-SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT thread_id FROM memory_phase1_jobs WHERE {OWNED})
+SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM memory_phase1_jobs WHERE {OWNED})
 ON CONFLICT (thread_id, scope_kind, scope_key) DO UPDATE SET
     raw_memory = excluded.raw_memory, memory_summary = excluded.memory_summary,
     updated_at = CASE WHEN excluded.updated_at <= thread_memory.updated_at
-        THEN thread_memory.updated_at + 1 ELSE excluded.updated_at END
-RETURNING thread_id, scope_kind, scope_key, raw_memory, memory_summary, updated_at,
-    last_used_at, used_count, invalidated_at, invalid_reason"""
+        THEN thread_memory.updated_at + 1 ELSE excluded.updated_at END"""
+SELECT_MEMORY_SQL = f"""
+SELECT thread_id, scope_kind, scope_key, raw_memory, memory_summary, updated_at, last_used_at,
+    used_count, invalidated_at, invalid_reason FROM thread_memory WHERE {KEY}"""
 SUCCEED_SQL = f"""
 UPDATE memory_phase1_jobs SET status = 'succeeded', finished_at = ?, failure_reason = NULL,
     raw_memory_path = ?, summary_hash = ? WHERE {OWNED}"""
 
 
-@contextmanager
-def fresh_db(name: str, threads: int) -> Iterator[tuple[Path, list[str]]]:
-    """A migrated state database file holding `threads` threads."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        with StateRuntime.from_url(f"sqlite:///{path}", "bench") as runtime:
-            ids = [str(add_thread(runtime)) for _ in range(threads)]
-        yield path, ids
+class Jobs(Protocol):
+    """The four calls of a cycle, as `StateRuntime`, `RawJobs` and `PlainOrmState` have them."""
+
+    def try_claim_phase1_job(
+        self, thread_id: str, kind: str, key: str, owner: Any, source: int, lease: int
+    ) -> Phase1JobClaimOutcome: ...
+
+    def renew_phase1_job_lease(self, thread_id: str, kind: str, key: str, token: str) -> bool: ...
+
+    def upsert_thread_memory_for_scope_if_phase1_owner(
+        self, thread_id: str, kind: str, key: str, token: str, raw: str, summary: str
+    ) -> ThreadMemory | None: ...
+
+    def mark_phase1_job_succeeded(
+        self, thread_id: str, kind: str, key: str, token: str, path: str, summary_hash: str
+    ) -> bool: ...
 
 
-def best_of(rounds: list[list[str]], cycle: Callable[[str], None]) -> float:
-    """Seconds per cycle, best round (each round uses fresh jobs)."""
-    best = float("inf")
-    for ids in rounds:
-        began = time.perf_counter()
-        for thread_id in ids:
-            cycle(thread_id)
-        best = min(best, (time.perf_counter() - began) / len(ids))
-    return best
+class RawJobs:
+    """The seed's statements on one raw connection, one transaction per call."""
+
+    def __init__(self, conn: Any, *, sqlite: bool) -> None:
+        self.conn = conn
+        self.sqlite = sqlite
+
+    def _run(self, work: Callable[[Callable[..., Any]], Any]) -> Any:
+        conn = self.conn
+        if self.sqlite:
+
+            def execute(sql: str, params: tuple[Any, ...]) -> Any:
+                return conn.execute(sql, params)
+
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(execute)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        def execute_pg(sql: str, params: tuple[Any, ...]) -> Any:
+            return conn.execute(sql.replace("?", "%s"), params)
+
+        with conn.transaction():
+            return work(execute_pg)
+
+    def try_claim_phase1_job(
+        self, thread_id: str, kind: str, key: str, owner: Any, source: int, lease: int
+    ) -> Phase1JobClaimOutcome:
+        """The seed's claim of a new job: SELECT it, then INSERT it."""
+        token = str(uuid.uuid4())
+
+        def work(execute: Callable[..., Any]) -> bool:
+            if execute(SELECT_JOB_SQL, (thread_id, kind, key)).fetchone() is not None:
+                return False  # (the benchmark only claims new jobs)
+            now = int(time.time())
+            execute(INSERT_JOB_SQL, (thread_id, kind, key, str(owner), now, source, token))
+            return True
+
+        if self._run(work):
+            return Phase1JobClaimOutcome(kind=Phase1ClaimKind.CLAIMED, ownership_token=token)
+        return Phase1JobClaimOutcome(kind=Phase1ClaimKind.SKIPPED_RUNNING)
+
+    def renew_phase1_job_lease(self, thread_id: str, kind: str, key: str, token: str) -> bool:
+        """The seed's guarded UPDATE of started_at."""
+        params = (int(time.time()), thread_id, kind, key, token)
+        return bool(self._run(lambda execute: execute(RENEW_SQL, params).rowcount))
+
+    def upsert_thread_memory_for_scope_if_phase1_owner(
+        self, thread_id: str, kind: str, key: str, token: str, raw: str, summary: str
+    ) -> ThreadMemory | None:
+        """The seed's thread check, owner-guarded upsert and read-back."""
+
+        def work(execute: Callable[..., Any]) -> Any:
+            if execute(THREAD_SQL, (thread_id,)).fetchone() is None:
+                raise LookupError(f"thread not found: {thread_id}")
+            now = int(time.time())
+            params = (thread_id, kind, key, raw, summary, now, thread_id, kind, key, token)
+            if not execute(UPSERT_MEMORY_SQL, params).rowcount:
+                return None
+            return execute(SELECT_MEMORY_SQL, (thread_id, kind, key)).fetchone()
+
+        row = self._run(work)
+        if row is None:
+            return None
+        fields = ThreadMemory.model_fields
+        return ThreadMemory(**dict(zip(fields, row, strict=True)))
+
+    def mark_phase1_job_succeeded(
+        self, thread_id: str, kind: str, key: str, token: str, path: str, summary_hash: str
+    ) -> bool:
+        """The seed's guarded UPDATE to succeeded."""
+        params = (int(time.time()), path, summary_hash, thread_id, kind, key, token)
+        return bool(self._run(lambda execute: execute(SUCCEED_SQL, params).rowcount))
 
 
-def codex_state_cycle(path: Path, rounds: list[list[str]]) -> float:
-    """StateRuntime: four units of work per job, as a phase-1 worker does them."""
-    runtime = StateRuntime.from_url(f"sqlite:///{path}", "bench")
-    owner = uuid.uuid4()
-
-    def cycle(thread_id: str) -> None:
-        claim = runtime.try_claim_phase1_job(thread_id, *SCOPE, owner, 100, 3600)
+def cycle(jobs: Jobs, owner: uuid.UUID, thread_ids: Sequence[str]) -> None:
+    """One full cycle per thread: claim, renew, owner-guarded memory upsert, succeed."""
+    for thread_id in thread_ids:
+        claim = jobs.try_claim_phase1_job(thread_id, *SCOPE, owner, 100, 3600)
         token = claim.ownership_token
         assert token is not None
-        assert runtime.renew_phase1_job_lease(thread_id, *SCOPE, token)
-        memory = runtime.upsert_thread_memory_for_scope_if_phase1_owner(
+        assert jobs.renew_phase1_job_lease(thread_id, *SCOPE, token)
+        memory = jobs.upsert_thread_memory_for_scope_if_phase1_owner(
             thread_id, *SCOPE, token, "raw memory", "summary"
         )
-        assert memory is not None
-        assert runtime.mark_phase1_job_succeeded(thread_id, *SCOPE, token, "/raw.md", "hash")
+        assert memory is not None and memory.raw_memory == "raw memory"
+        assert jobs.mark_phase1_job_succeeded(thread_id, *SCOPE, token, "/raw.md", "hash")
+
+
+def bench_cycle(
+    url: str, raw: RawJobs, thread_ids: Sequence[str], rounds: int, cycles: int
+) -> Figure:
+    """Per-cycle time of the three variants, each round of each taking `cycles` new threads."""
+    runtime = StateRuntime.from_url(url, "bench")
+    orm = PlainOrmState(plain_engine(url))
+    owner = uuid.uuid4()
+    ids = iter(thread_ids)
+    variants: dict[str, Jobs] = {PACKAGE: runtime, RAW: raw, ORM: orm}
+
+    def setup(jobs: Jobs) -> Callable[[int], Callable[[], None]]:
+        def fresh(_round: int) -> Callable[[], None]:
+            batch = [next(ids) for _ in range(cycles)]
+            return lambda: cycle(jobs, owner, batch)
+
+        return fresh
 
     try:
-        return best_of(rounds, cycle)
+        timings = race_fresh({name: setup(jobs) for name, jobs in variants.items()}, rounds=rounds)
     finally:
+        orm.close()
         runtime.close()
+    per_cycle = {name: Timing(t.best / cycles, t.median / cycles) for name, t in timings.items()}
+    return Figure.of("claim, renew, guarded memory upsert, succeed (one cycle)", per_cycle)
 
 
-def sqlite3_cycle(path: Path, rounds: list[list[str]]) -> float:
-    """stdlib sqlite3: the same statements, each in its own BEGIN IMMEDIATE transaction."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    for pragma in ("busy_timeout = 5000", "foreign_keys = ON", "synchronous = NORMAL"):
-        conn.execute(f"PRAGMA {pragma}")
-    owner = str(uuid.uuid4())
+def _threads(rounds: int, cycles: int) -> list[ThreadMetadata]:
+    """Enough threads for every variant and round to claim new jobs."""
+    return [make_thread(n, cwd="/work/project") for n in range(3 * rounds * cycles)]
 
-    def write(sql: str, params: tuple[object, ...]) -> sqlite3.Cursor:
-        conn.execute("BEGIN IMMEDIATE")
+
+def bench_cycle_sqlite() -> Figure:
+    threads = _threads(SQLITE_ROUNDS, SQLITE_CYCLES)
+    with tempfile.TemporaryDirectory() as name:
+        path = fresh_sqlite(Path(name), "jobs.sqlite")
+        seed_threads_sqlite(path, threads)
+        conn = sqlite_connect(path)
         try:
-            cursor = conn.execute(sql, params)
-            cursor.fetchall()
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return cursor
-
-    def cycle(thread_id: str) -> None:
-        key = (thread_id, *SCOPE)
-        token = str(uuid.uuid4())
-        now = int(time.time())
-        assert write(CLAIM_SQL, (*key, owner, now, 100, token, thread_id)).rowcount == 1
-        assert write(RENEW_SQL, (int(time.time()), *key, token)).rowcount == 1
-        conn.execute("BEGIN IMMEDIATE")
-        row = conn.execute(
-            UPSERT_SQL, (*key, "raw memory", "summary", int(time.time()), *key, token)
-        ).fetchone()
-        conn.execute("COMMIT")
-        assert row is not None
-        succeeded = write(SUCCEED_SQL, (int(time.time()), "/raw.md", "hash", *key, token))
-        assert succeeded.rowcount == 1
-
-    try:
-        return best_of(rounds, cycle)
-    finally:
-        conn.close()
+            ids = [str(thread.id) for thread in threads]
+            raw = RawJobs(conn, sqlite=True)
+            return bench_cycle(f"sqlite:///{path}", raw, ids, SQLITE_ROUNDS, SQLITE_CYCLES)
+        finally:
+            conn.close()
 
 
-def bench_full_cycle() -> float:
-    with fresh_db("state_4.sqlite", CYCLES * ROUNDS) as (path, ids):
-        half = CYCLES // 2  # interleave so neither side always gets the warmer database
-        rounds = [ids[i * CYCLES : (i + 1) * CYCLES] for i in range(ROUNDS)]
-        ours = codex_state_cycle(path, [r[:half] for r in rounds])
-        stdlib = sqlite3_cycle(path, [r[half:] for r in rounds])
-    ratio = ours / stdlib
-    print(
-        f"full cycle (claim, renew, guarded upsert, succeed), SQLite file: "
-        f"codex_state {ours * 1e6:.0f} us, sqlite3 {stdlib * 1e6:.0f} us, "
-        f"ratio {ratio:.2f}x (target <= 1.5x)"
-    )
-    return ratio
+def bench_cycle_pg(base: str) -> Figure:
+    threads = _threads(PG_ROUNDS, PG_CYCLES)
+    with pg_schema(base) as url:
+        StateRuntime.from_url(url, "bench").close()
+        seed_threads_pg(url, threads)
+        with psycopg_connect(url) as conn:
+            ids = [str(thread.id) for thread in threads]
+            return bench_cycle(url, RawJobs(conn, sqlite=False), ids, PG_ROUNDS, PG_CYCLES)
 
 
 def bench_contention(name: str, url: str) -> tuple[int, int]:
-    """8 processes race for the same jobs; returns (double claims, errors)."""
+    """8 processes race for the same jobs; returns (double claims + unclaimed, errors)."""
     with StateRuntime.from_url(url, "bench") as runtime:
         jobs = [str(add_thread(runtime)) for _ in range(CONTENTION_JOBS)]
-    reports = race(multiprocessing.get_context("spawn"), url, jobs)
+    reports = race_processes(multiprocessing.get_context("spawn"), url, jobs)
     per_job = Counter(thread_id for report in reports for thread_id, _ in report.claims)
     doubles = sum(count - 1 for count in per_job.values())
     errors = sum(len(report.errors) for report in reports)
@@ -174,33 +269,24 @@ def bench_contention(name: str, url: str) -> tuple[int, int]:
     return doubles + missing, errors
 
 
-@contextmanager
-def pg_schema(base: str) -> Iterator[str]:
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        separator = "&" if "?" in base else "?"
-        yield f"{base}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-
-def test_bench_jobs() -> None:
-    bench_full_cycle()
+def main() -> None:
+    title = "phase-1 job cycle, {}: best of {} rounds, per cycle; ratio = baseline / package"
+    print_table(title.format("SQLite file", SQLITE_ROUNDS), [bench_cycle_sqlite()])
+    if PG_URL:
+        backend = f"PostgreSQL ({PG_NOTE})"
+        print_table(title.format(backend, PG_ROUNDS), [bench_cycle_pg(PG_URL)], raw="psycopg")
+    print()
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        results.append(bench_contention("SQLite file", f"sqlite:///{Path(tmp) / 'state.sqlite'}"))
+    with tempfile.TemporaryDirectory() as name:
+        results.append(bench_contention("SQLite file", f"sqlite:///{Path(name) / 'state.sqlite'}"))
     if PG_URL:
         with pg_schema(PG_URL) as url:
-            results.append(bench_contention("PostgreSQL", url))
+            results.append(bench_contention(f"PostgreSQL ({PG_NOTE})", url))
     else:
-        print("PostgreSQL skipped: set CODEX_STATE_TEST_PG_URL")
-    assert all(result == (0, 0) for result in results)
+        print(PG_SKIPPED)
+    if any(result != (0, 0) for result in results):
+        raise SystemExit("contention: a job was claimed twice or not at all, or an error escaped")
 
 
 if __name__ == "__main__":
-    test_bench_jobs()
+    main()

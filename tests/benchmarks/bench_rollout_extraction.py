@@ -1,8 +1,9 @@
 """Rollout extraction beside the parsing floor (a `json.loads` loop over the same lines).
 
-Run: `.venv/bin/python tests/benchmarks/bench_rollout_extraction.py [DIR]` (default: the six real
-rollouts in `../shared/data/codex-rollouts`, or `$CODEX_STATE_ROLLOUT_DATA`). Issue 3's target is
-extraction at no less than 0.7x of the floor's MB/s.
+Run: `.venv/bin/python -m tests.benchmarks.bench_rollout_extraction [DIR]` (default: the six real
+rollouts in `shared/data/codex-rollouts` beside the repository or its worktree folder, or
+`$CODEX_STATE_ROLLOUT_DATA`). Issue 3's target is extraction at no less than 0.7x of the floor's
+MB/s. No SQL runs here, so there is no sqlite3 or plain ORM counterpart.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from codex_state.rollout import extract_metadata_from_rollout, load_rollout_items
+from tests.benchmarks.common import race
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 30
@@ -24,7 +25,10 @@ def rollout_dir() -> Path:
     if len(sys.argv) > 1:
         return Path(sys.argv[1])
     env = os.environ.get("CODEX_STATE_ROLLOUT_DATA")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data" / "codex-rollouts"
+    if env:
+        return Path(env)
+    candidates = [folder / "shared" / "data" / "codex-rollouts" for folder in REPO_ROOT.parents]
+    return next((path for path in candidates if path.is_dir()), candidates[0])
 
 
 def json_loads_floor(files: list[Path]) -> None:
@@ -47,17 +51,6 @@ def load_items(files: list[Path]) -> None:
         load_rollout_items(path)
 
 
-def best_seconds(variants: list[Callable[[list[Path]], None]], files: list[Path]) -> list[float]:
-    """Best time of each variant, rounds interleaved so load from other processes hits all alike."""
-    best = [float("inf")] * len(variants)
-    for _ in range(ROUNDS):
-        for index, run in enumerate(variants):
-            start = time.perf_counter()
-            run(files)
-            best[index] = min(best[index], time.perf_counter() - start)
-    return best
-
-
 def main() -> None:
     directory = rollout_dir()
     files = sorted(directory.glob("rollout-*.jsonl"))
@@ -65,7 +58,9 @@ def main() -> None:
         sys.exit(f"no rollout-*.jsonl files in {directory}")
     megabytes = sum(path.stat().st_size for path in files) / 1e6
     variants = [json_loads_floor, extraction, load_items]
-    floor, *others = best_seconds(variants, files)
+    # Rounds interleaved so load from other processes hits all variants alike.
+    timings = race({v.__name__: partial(v, files) for v in variants}, rounds=ROUNDS, number=1)
+    floor, *others = (timing.best for timing in timings.values())
     print(f"{len(files)} files, {megabytes:.2f} MB, best of {ROUNDS} interleaved rounds")
     print(f"{'json_loads_floor':<20}{megabytes / floor:8.1f} MB/s")
     for variant, seconds in zip(variants[1:], others, strict=True):
