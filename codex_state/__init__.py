@@ -14,6 +14,7 @@ from codex_state.errors import (
     ThreadNotFoundError,
 )
 from codex_state.logging import StateLogHandler, log_thread_id
+from codex_state.metrics import Metrics
 from codex_state.models import (
     Anchor,
     BackfillState,
@@ -37,7 +38,6 @@ from codex_state.paths import (
     state_db_filename,
     state_db_path,
 )
-from codex_state.metrics import Metrics
 from codex_state.runtime import StateRuntime
 
 __all__ = [

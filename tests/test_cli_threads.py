@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from codex_state.repositories import BackfillRepository
 from codex_state import StateRuntime
 from codex_state.cli import main
+from codex_state.repositories import BackfillRepository
 from tests.conftest import Backend
 
 REPO = Path(__file__).resolve().parent.parent

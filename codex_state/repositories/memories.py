@@ -11,11 +11,10 @@ microseconds of SQLite work each, which SQLAlchemy's per-execution compilation w
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
-
-import uuid
 
 from sqlalchemy import ColumnElement, Exists, Text, and_, bindparam, case, select
 from sqlalchemy.orm import Session
