@@ -35,6 +35,8 @@ Statement = Select[Any] | UpdateBase
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
+    statement: Statement
+    returns_rows: bool
     sql: str
     names: tuple[str, ...]  # bind names in placeholder order (positional) or in any order
     literals: Mapping[str, Any]  # values compiled into the statement, e.g. `column != ''`
@@ -70,9 +72,18 @@ class Prepared:
         return compiled
 
     def execute(self, session: Session | Connection, params: Params) -> CursorResult[Any]:
-        """Run with `params` in the Session's transaction (or on a Connection)."""
+        """Run with `params` in the Session's transaction (or on a Connection).
+
+        A statement that returns rows runs as the Core statement, through SQLAlchemy's own
+        compiled cache: that cache also keeps the result's column metadata, which
+        `exec_driver_sql` has to build from the cursor on every call (measured for the
+        17-column thread read: 17 us against 31 us; a 9-column log page 13 us against 19 us).
+        A statement that returns none runs precompiled (an UPDATE: 7 us against 15 us).
+        """
         connection = session.connection() if isinstance(session, Session) else session
         compiled = self.compiled(connection.dialect)
+        if compiled.returns_rows:
+            return connection.execute(compiled.statement, params)
         return connection.exec_driver_sql(compiled.sql, compiled.arguments(params))
 
     def all(self, session: Session | Connection, params: Params) -> Sequence[Any]:
@@ -161,4 +172,5 @@ def _compile(statement: Statement, dialect: Dialect) -> _Compiled:
     }
     positional = compiled.positiontup is not None
     names = tuple(compiled.positiontup) if positional else tuple(params)  # type: ignore[arg-type]
-    return _Compiled(compiled.string, names, literals, positional)
+    returns_rows = isinstance(statement, Select) or bool(compiled.effective_returning)
+    return _Compiled(statement, returns_rows, compiled.string, names, literals, positional)
