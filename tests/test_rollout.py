@@ -196,10 +196,12 @@ def test_blank_lines_are_skipped_not_counted(tmp_path: Path) -> None:
         pytest.param("{not json", id="bad-json"),
         pytest.param('["a", "list"]', id="not-an-object"),
         pytest.param("42", id="scalar"),
-        pytest.param(line("world_state", {"x": 1}), id="unknown-line-type"),
         pytest.param(json.dumps({"type": "event_msg", "payload": {}}), id="no-timestamp"),
         pytest.param(json.dumps({"timestamp": TS, "payload": {}}), id="no-type"),
-        pytest.param(line("event_msg", {"type": "brand_new_event"}), id="unknown-event-type"),
+        pytest.param(
+            json.dumps({"timestamp": TS, "type": ["event_msg"], "payload": {}}), id="type-list"
+        ),
+        pytest.param(json.dumps({"timestamp": 5, "type": "world_state"}), id="number-timestamp"),
         pytest.param(line("event_msg", {"message": "no type"}), id="event-without-type"),
         pytest.param(line("event_msg", "text"), id="event-payload-not-object"),
         pytest.param(line("response_item", ["x"]), id="response-payload-not-object"),
@@ -283,7 +285,7 @@ def test_complete_last_line_without_newline_is_read(tmp_path: Path) -> None:
 
 
 def test_unterminated_last_line_that_is_json_but_invalid_is_counted(tmp_path: Path) -> None:
-    path = write(tmp_path, [meta(), line("mystery", {})], end="")
+    path = write(tmp_path, [meta(), line("event_msg", {"message": "no type"})], end="")
 
     assert load_rollout_items(path).parse_errors == 1
 
