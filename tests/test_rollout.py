@@ -13,7 +13,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -36,110 +35,25 @@ from codex_state.rollout import (
     load_rollout_items,
     parse_rollout_timestamp,
 )
-
-THREAD = uuid.UUID("019c0000-0000-7000-8000-000000000001")
-OTHER = uuid.UUID("019c0000-0000-7000-8000-0000000000ff")
-FILE_NAME = f"rollout-2026-02-10T09-15-30-{THREAD}.jsonl"
-TS = "2026-02-10T08:15:30.123Z"
-WORKSPACE_WRITE = {
-    "type": "workspace-write",
-    "writable_roots": ["/work/repo"],
-    "network_access": False,
-    "exclude_tmpdir_env_var": False,
-    "exclude_slash_tmp": False,
-}
-WORKSPACE_WRITE_TEXT = (
-    '{"type":"workspace-write","writable_roots":["/work/repo"],"network_access":false,'
-    '"exclude_tmpdir_env_var":false,"exclude_slash_tmp":false}'
+from tests.rollout_files import (
+    FILE_NAME,
+    OMIT,
+    OTHER,
+    THREAD,
+    TS,
+    WORKSPACE_WRITE,
+    WORKSPACE_WRITE_TEXT,
+    agent_message,
+    extract,
+    line,
+    meta,
+    real_data_dir,
+    response,
+    tokens,
+    turn,
+    user,
+    write,
 )
-
-
-def line(kind: str, payload: object, timestamp: str = TS) -> str:
-    return json.dumps({"timestamp": timestamp, "type": kind, "payload": payload})
-
-
-_OMIT = object()  # a session_meta field left out of the line
-
-
-def meta(thread_id: uuid.UUID = THREAD, **fields: Any) -> str:
-    payload: dict[str, Any] = {
-        "id": str(thread_id),
-        "timestamp": TS,
-        "cwd": "/work/repo",
-        "originator": "codex_cli_rs",
-        "cli_version": "0.99.0",
-        "source": "cli",
-        "model_provider": "openai",
-        "base_instructions": None,
-        "git": {"commit_hash": "abc123", "branch": "main", "repository_url": "git@x:y.git"},
-    }
-    payload.update(fields)
-    return line("session_meta", {k: v for k, v in payload.items() if v is not _OMIT})
-
-
-def turn(
-    cwd: str = "/work/repo", approval: str = "on-request", sandbox: object = WORKSPACE_WRITE
-) -> str:
-    payload = {
-        "cwd": cwd,
-        "approval_policy": approval,
-        "sandbox_policy": sandbox,
-        "model": "gpt-5",
-        "summary": "auto",
-    }
-    return line("turn_context", payload)
-
-
-def user(message: str, images: list[str] | None = None, local_images: tuple[str, ...] = ()) -> str:
-    payload = {
-        "type": "user_message",
-        "message": message,
-        "images": images,
-        "local_images": list(local_images),
-        "text_elements": [],
-    }
-    return line("event_msg", payload)
-
-
-def usage(total: int) -> dict[str, int]:
-    return {
-        "input_tokens": total,
-        "cached_input_tokens": 0,
-        "output_tokens": 0,
-        "reasoning_output_tokens": 0,
-        "total_tokens": total,
-    }
-
-
-def tokens(total: int | None) -> str:
-    info = None
-    if total is not None:
-        info = {
-            "total_token_usage": usage(total),
-            "last_token_usage": usage(total),
-            "model_context_window": 258400,
-        }
-    return line("event_msg", {"type": "token_count", "info": info, "rate_limits": None})
-
-
-def response(text: str = "hello") -> str:
-    content = [{"type": "output_text", "text": text}]
-    return line("response_item", {"type": "message", "role": "assistant", "content": content})
-
-
-def agent_message(text: str = "done") -> str:
-    return line("event_msg", {"type": "agent_message", "message": text})
-
-
-def write(tmp_path: Path, lines: list[str], name: str = FILE_NAME, *, end: str = "\n") -> Path:
-    path = tmp_path / name
-    path.write_text("\n".join(lines) + end if lines else "", encoding="utf-8")
-    return path
-
-
-def extract(path: Path, provider: str = "default-provider") -> ThreadMetadata:
-    return extract_metadata_from_rollout(path, provider).metadata
-
 
 # --- reading and the parse-error policy -------------------------------------------------------
 
@@ -468,7 +382,7 @@ def test_source_is_stored_in_its_enum_string_form(
 
 
 def test_missing_source_is_vscode(tmp_path: Path) -> None:
-    assert extract(write(tmp_path, [meta(source=_OMIT)])).source == "vscode"
+    assert extract(write(tmp_path, [meta(source=OMIT)])).source == "vscode"
 
 
 def test_forked_rollout_ignores_the_parent_session_meta(tmp_path: Path) -> None:
@@ -707,9 +621,7 @@ def test_enum_to_string() -> None:
 
 def real_rollout_dir() -> Path:
     env = os.environ.get("CODEX_STATE_ROLLOUT_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "codex-rollouts"
+    return Path(env) if env else real_data_dir("codex-rollouts")
 
 
 @dataclass(frozen=True)
