@@ -50,7 +50,7 @@ _decode_json = json.JSONDecoder().decode
 _HALF_WRITTEN: Final = object()
 
 _ZSTD_SUFFIX: Final = ".zst"
-ZSTD_EXTRA_HINT: Final = "pip install 'codex-state[zstd]'"
+_ZSTD_EXTRA_HINT: Final = "pip install 'codex-state[zstd]'"
 
 # The wire names of Codex's `EventMsg` at the seed: openai/codex 1d5eba0090 (#11300,
 # 2026-02-10), codex-rs/protocol/src/protocol.rs, in declaration order. That enum has 70
@@ -271,7 +271,7 @@ def _decompress_zstd(data: bytes, path: str | os.PathLike[str]) -> bytes:
     except ImportError as err:
         raise RolloutReadError(
             f"cannot read compressed rollout file {os.fspath(path)}: reading .zst rollouts "
-            f"needs the zstandard package ({ZSTD_EXTRA_HINT})"
+            f"needs the zstandard package ({_ZSTD_EXTRA_HINT})"
         ) from err
     try:
         # Every frame, and whatever a frame still being written already holds.

@@ -1,7 +1,8 @@
 """Rollout extraction beside the parsing floor (a `json.loads` loop over the same lines).
 
 Run: `.venv/bin/python tests/benchmarks/bench_rollout_extraction.py [DIR]` (default: the six real
-rollouts in `../shared/data/codex-rollouts`, or `$CODEX_STATE_ROLLOUT_DATA`). Issue 3's target is
+rollouts in the nearest `shared/data/codex-rollouts` above the repository, or
+`$CODEX_STATE_ROLLOUT_DATA`). Issue 3's target is
 extraction at no less than 0.7x of the floor's MB/s.
 """
 
@@ -24,7 +25,14 @@ def rollout_dir() -> Path:
     if len(sys.argv) > 1:
         return Path(sys.argv[1])
     env = os.environ.get("CODEX_STATE_ROLLOUT_DATA")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data" / "codex-rollouts"
+    if env:
+        return Path(env)
+    # The nearest shared/ above the repository: a git worktree sits deeper than the checkout.
+    for parent in REPO_ROOT.parents:
+        candidate = parent / "shared" / "data" / "codex-rollouts"
+        if candidate.is_dir():
+            return candidate
+    return REPO_ROOT.parent / "shared" / "data" / "codex-rollouts"
 
 
 def json_loads_floor(files: list[Path]) -> None:
