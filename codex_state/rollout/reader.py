@@ -296,19 +296,10 @@ def parse_rollout_bytes(data: bytes, *, keep_all: bool = True) -> ParsedRollout:
     lines that never change metadata (response items, compacted, opaque events) after checking
     them, which is what extraction needs and much cheaper.
     """
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        # Only the lines that are not UTF-8 should fail, so decode line by line.
-        return _parse_lines(data.split(b"\n"), json.loads, keep_all)
-    # One decode of the whole file is cheaper than json.loads detecting each line's encoding.
-    return _parse_lines(text.split("\n"), _decode_json, keep_all)
-
-
-def _parse_lines(
-    lines: list[str] | list[bytes], decode: Callable[[Any], object], keep_all: bool
-) -> ParsedRollout:
-    *complete, tail = lines
+    # Split as bytes, decode line by line: only a line that is not UTF-8 fails, and one wide
+    # character does not widen the text of the whole file (decoding the file at once measured
+    # 40% slower on current rollouts, which carry non-ASCII text, and no faster on ASCII ones).
+    *complete, tail = data.split(b"\n")
     items: list[RolloutItem] = []
     append = items.append
     unknown: dict[str, int] = {}
@@ -318,8 +309,8 @@ def _parse_lines(
             blank += 1
             continue
         try:
-            item = _parse_object(decode(raw), keep_all)
-        except ValueError:  # not JSON, _InvalidLine, or pydantic's ValidationError
+            item = _parse_object(_decode_json(raw.decode()), keep_all)
+        except ValueError:  # not UTF-8, not JSON, _InvalidLine, or pydantic's ValidationError
             errors += 1
             continue
         except _UnknownType as skipped:
@@ -330,7 +321,7 @@ def _parse_lines(
     valid = len(complete) - blank - errors
     if tail and not tail.isspace():
         try:
-            line = decode(tail)
+            line = _decode_json(tail.decode())
         except ValueError:
             line = _HALF_WRITTEN
         if line is not _HALF_WRITTEN:
