@@ -1,8 +1,9 @@
 """Rollout parsing and metadata extraction (pure: no database).
 
 Synthetic rollouts cover every extraction rule of seed-notes section 3 and every malformed case;
-the six real rollouts in `../shared/data/codex-rollouts` (or `$CODEX_STATE_ROLLOUT_DATA`) are
-checked against metadata read out of them by hand, and skipped when absent.
+the six real rollouts in the nearest `shared/data/codex-rollouts` above the repository (or
+`$CODEX_STATE_ROLLOUT_DATA`) are checked against metadata read out of them by hand, and skipped
+when absent.
 """
 
 from __future__ import annotations

@@ -3,11 +3,12 @@
 Line policy (the seed's `load_rollout_items`, plus the half-written last line and the line
 types of newer Codex versions):
 - blank lines are skipped silently;
-- a *broken* line counts as one parse error and is skipped: not JSON, not a JSON object, no
-  string `timestamp`, no string `type`, or a payload Codex would reject (an invalid
+- a *broken* line counts as one parse error and is skipped: not UTF-8, not JSON, not a JSON
+  object, no string `timestamp`, no string `type`, or a payload Codex would reject (an invalid
   session_meta, turn_context, compacted, `user_message`, `token_count` or user-message
   `item_completed` payload; a response_item or event_msg payload that is not an object with a
-  string `type`; an `item_completed` whose `item` is not an object with a string `type`);
+  string `type`; an `item_completed` whose `item` is not an object with a string `type`); a
+  session_meta's dynamic tools are judged apart from it (`codex_state.rollout.tools`);
 - a well-formed line of a type this version does not know (a line type other than the five,
   such as `world_state`, or an event type outside `KNOWN_EVENT_TYPES`, such as
   `guardian_assessment`) is skipped and counted in `unknown_types`, keyed by the line type or

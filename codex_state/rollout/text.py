@@ -23,7 +23,8 @@ REPLACEMENT_CHARACTER: Final = "\ufffd"
 
 _UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
 
-# Every text column of `threads` that a rollout fills (rollout_path comes from the file system).
+# The text columns of `threads` that a rollout fills, cwd aside (a Path); rollout_path comes
+# from the file system, not from the rollout.
 _TEXT_FIELDS: Final = (
     "source",
     "model_provider",
@@ -45,12 +46,12 @@ def storable_text(text: str) -> tuple[str, int]:
     return _UNSTORABLE.subn(REPLACEMENT_CHARACTER, text)
 
 
-def storable_json(value: JsonValue) -> tuple[JsonValue, int]:
+def _storable_json(value: JsonValue) -> tuple[JsonValue, int]:
     """A JSON value with every string (object keys too) made storable."""
     if isinstance(value, str):
         return storable_text(value)
     if isinstance(value, list):
-        items = [storable_json(item) for item in value]
+        items = [_storable_json(item) for item in value]
         replaced = sum(count for _, count in items)
         return ([item for item, _ in items] if replaced else value), replaced
     if isinstance(value, dict):
@@ -58,43 +59,29 @@ def storable_json(value: JsonValue) -> tuple[JsonValue, int]:
         cleaned: dict[str, JsonValue] = {}
         for key, item in value.items():
             new_key, key_count = storable_text(key)
-            new_item, item_count = storable_json(item)
+            new_item, item_count = _storable_json(item)
             cleaned[new_key] = new_item
             replaced += key_count + item_count
         return (cleaned if replaced else value), replaced
     return value, 0
 
 
-def storable_changes(changes: dict[str, object]) -> tuple[dict[str, object], int]:
-    """Metadata field values (strings and paths) made storable; other values are left alone."""
-    replaced = 0
-    cleaned: dict[str, object] | None = None
-    for name, value in changes.items():
-        new: object
-        if isinstance(value, str):
-            new, count = storable_text(value)
-        elif isinstance(value, Path):
-            text, count = storable_text(str(value))
-            new = Path(text)
-        else:
-            continue
-        if count:
-            if cleaned is None:
-                cleaned = dict(changes)
-            cleaned[name] = new
-            replaced += count
-    return (changes if cleaned is None else cleaned), replaced
-
-
 def storable_metadata(metadata: ThreadMetadata) -> tuple[ThreadMetadata, int]:
     """The metadata with every text field storable (the same object when it already is)."""
-    fields: dict[str, object] = {name: getattr(metadata, name) for name in _TEXT_FIELDS}
-    fields["cwd"] = metadata.cwd
-    cleaned, replaced = storable_changes(fields)
-    if not replaced:
-        return metadata, 0
-    update = {name: value for name, value in cleaned.items() if value is not fields[name]}
-    return metadata.model_copy(update=update), replaced
+    update: dict[str, object] = {}
+    replaced = 0
+    for name in _TEXT_FIELDS:
+        value = getattr(metadata, name)
+        if value is not None:
+            text, count = storable_text(value)
+            if count:
+                update[name] = text
+                replaced += count
+    cwd, count = storable_text(str(metadata.cwd))
+    if count:
+        update["cwd"] = Path(cwd)
+        replaced += count
+    return (metadata.model_copy(update=update) if update else metadata), replaced
 
 
 def storable_tools(tools: Iterable[DynamicToolSpec]) -> tuple[list[DynamicToolSpec], int]:
@@ -104,7 +91,7 @@ def storable_tools(tools: Iterable[DynamicToolSpec]) -> tuple[list[DynamicToolSp
     for tool in tools:
         name, name_count = storable_text(tool.name)
         description, description_count = storable_text(tool.description)
-        schema, schema_count = storable_json(tool.input_schema)
+        schema, schema_count = _storable_json(tool.input_schema)
         count = name_count + description_count + schema_count
         if count:
             tool = tool.model_copy(
