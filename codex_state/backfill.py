@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +30,9 @@ from codex_state.models import BackfillStats, BackfillStatus, DynamicToolSpec, T
 from codex_state.repositories.backfill import BackfillRepository
 from codex_state.repositories.threads import ThreadRepository
 from codex_state.rollout import extract_metadata_from_rollout
+from codex_state.rollout.discovery import ARCHIVED_SESSIONS_SUBDIR as ARCHIVED_SESSIONS_SUBDIR
+from codex_state.rollout.discovery import SESSIONS_SUBDIR as SESSIONS_SUBDIR
+from codex_state.rollout.discovery import RolloutFile, find_rollout_files
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -38,20 +41,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SESSIONS_SUBDIR = "sessions"
-ARCHIVED_SESSIONS_SUBDIR = "archived_sessions"
 BACKFILL_BATCH_SIZE = 200
 BACKFILL_LEASE_SECONDS = 900
 """Codex's lease (#11377). It must outlast one batch: each checkpoint renews it."""
-
-
-@dataclass(frozen=True, slots=True)
-class RolloutFile:
-    """A rollout found in a codex home; `watermark` is its home-relative path with '/'."""
-
-    path: Path
-    watermark: str
-    archived: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,26 +57,6 @@ class BackfillProgress:
 
 
 ProgressCallback = Callable[[BackfillProgress], None]
-
-
-def find_rollout_files(codex_home: str | os.PathLike[str]) -> list[RolloutFile]:
-    """Every rollout file of the home, in watermark order (archived ones sort first)."""
-    home = Path(codex_home)
-    found = [
-        RolloutFile(path, path.relative_to(home).as_posix(), archived)
-        for subdir, archived in ((SESSIONS_SUBDIR, False), (ARCHIVED_SESSIONS_SUBDIR, True))
-        for path in _rollouts_under(home / subdir)
-    ]
-    found.sort(key=lambda rollout: rollout.watermark)
-    return found
-
-
-def _rollouts_under(root: Path) -> Iterator[Path]:
-    if not root.is_dir():
-        return
-    for path in root.rglob("rollout-*.jsonl"):
-        if path.is_file():
-            yield path
 
 
 def backfill_codex_home(

@@ -1,4 +1,4 @@
-"""Synthetic Codex rollout files and codex homes for backfill and CLI tests."""
+"""Synthetic Codex rollout files and codex homes for parsing, backfill and CLI tests."""
 
 from __future__ import annotations
 
@@ -9,11 +9,28 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from codex_state import ThreadMetadata
+from codex_state.rollout import extract_metadata_from_rollout
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 START = datetime(2026, 2, 10, 9, 30, 0, tzinfo=UTC)
 TOOL_SPECS = [
     {"name": "lookup", "description": "Look a term up.", "inputSchema": {"type": "object"}},
     {"name": "open", "description": "Open a file.", "inputSchema": {"type": "string"}},
 ]
+
+
+def real_data_dir(name: str) -> Path:
+    """`shared/data/<name>`: under `$CODEX_STATE_REAL_DATA`, else the nearest `shared/data` above
+    the repository (a git worktree sits deeper than the main checkout). May not exist."""
+    root = os.environ.get("CODEX_STATE_REAL_DATA")
+    if root:
+        return Path(root) / name
+    for parent in REPO_ROOT.parents:
+        candidate = parent / "shared" / "data" / name
+        if candidate.is_dir():
+            return candidate
+    return REPO_ROOT.parent / "shared" / "data" / name
 
 
 def _stamp(moment: datetime) -> str:
@@ -115,3 +132,110 @@ def write_rollout(
 def make_home(home: Path, count: int, *, start: datetime = START) -> list[Path]:
     """`count` rollouts, one every hour (so across several day folders)."""
     return [write_rollout(home, created=start + timedelta(hours=3 * n)) for n in range(count)]
+
+
+# --- single lines, for parsing tests -------------------------------------------------------
+
+THREAD = uuid.UUID("019c0000-0000-7000-8000-000000000001")
+OTHER = uuid.UUID("019c0000-0000-7000-8000-0000000000ff")
+FILE_NAME = f"rollout-2026-02-10T09-15-30-{THREAD}.jsonl"
+TS = "2026-02-10T08:15:30.123Z"
+WORKSPACE_WRITE = {
+    "type": "workspace-write",
+    "writable_roots": ["/work/repo"],
+    "network_access": False,
+    "exclude_tmpdir_env_var": False,
+    "exclude_slash_tmp": False,
+}
+WORKSPACE_WRITE_TEXT = (
+    '{"type":"workspace-write","writable_roots":["/work/repo"],"network_access":false,'
+    '"exclude_tmpdir_env_var":false,"exclude_slash_tmp":false}'
+)
+
+
+def line(kind: str, payload: object, timestamp: str = TS) -> str:
+    return json.dumps({"timestamp": timestamp, "type": kind, "payload": payload})
+
+
+OMIT = object()
+"""A session_meta field left out of the line."""
+
+
+def meta(thread_id: uuid.UUID = THREAD, **fields: Any) -> str:
+    payload: dict[str, Any] = {
+        "id": str(thread_id),
+        "timestamp": TS,
+        "cwd": "/work/repo",
+        "originator": "codex_cli_rs",
+        "cli_version": "0.99.0",
+        "source": "cli",
+        "model_provider": "openai",
+        "base_instructions": None,
+        "git": {"commit_hash": "abc123", "branch": "main", "repository_url": "git@x:y.git"},
+    }
+    payload.update(fields)
+    return line("session_meta", {k: v for k, v in payload.items() if v is not OMIT})
+
+
+def turn(
+    cwd: str = "/work/repo", approval: str = "on-request", sandbox: object = WORKSPACE_WRITE
+) -> str:
+    payload = {
+        "cwd": cwd,
+        "approval_policy": approval,
+        "sandbox_policy": sandbox,
+        "model": "gpt-5",
+        "summary": "auto",
+    }
+    return line("turn_context", payload)
+
+
+def user(message: str, images: list[str] | None = None, local_images: tuple[str, ...] = ()) -> str:
+    payload = {
+        "type": "user_message",
+        "message": message,
+        "images": images,
+        "local_images": list(local_images),
+        "text_elements": [],
+    }
+    return line("event_msg", payload)
+
+
+def usage(total: int) -> dict[str, int]:
+    return {
+        "input_tokens": total,
+        "cached_input_tokens": 0,
+        "output_tokens": 0,
+        "reasoning_output_tokens": 0,
+        "total_tokens": total,
+    }
+
+
+def tokens(total: int | None) -> str:
+    info = None
+    if total is not None:
+        info = {
+            "total_token_usage": usage(total),
+            "last_token_usage": usage(total),
+            "model_context_window": 258400,
+        }
+    return line("event_msg", {"type": "token_count", "info": info, "rate_limits": None})
+
+
+def response(text: str = "hello") -> str:
+    content = [{"type": "output_text", "text": text}]
+    return line("response_item", {"type": "message", "role": "assistant", "content": content})
+
+
+def agent_message(text: str = "done") -> str:
+    return line("event_msg", {"type": "agent_message", "message": text})
+
+
+def write(tmp_path: Path, lines: list[str], name: str = FILE_NAME, *, end: str = "\n") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + end if lines else "", encoding="utf-8")
+    return path
+
+
+def extract(path: Path, provider: str = "default-provider") -> ThreadMetadata:
+    return extract_metadata_from_rollout(path, provider).metadata

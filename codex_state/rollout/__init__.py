@@ -1,9 +1,15 @@
-"""Codex rollout files: typed lines, tolerant reading, and thread metadata extraction.
+"""Codex rollout files: finding them, typed lines, tolerant reading, and metadata extraction.
 
 See docs/rollouts.md for the format, the extraction rules and the parse-error policy.
 """
 
 from codex_state.errors import RolloutReadError
+from codex_state.rollout.discovery import (
+    ARCHIVED_SESSIONS_SUBDIR,
+    SESSIONS_SUBDIR,
+    RolloutFile,
+    find_rollout_files,
+)
 from codex_state.rollout.extract import (
     IMAGE_ONLY_PREVIEW,
     USER_MESSAGE_BEGIN,
@@ -23,23 +29,30 @@ from codex_state.rollout.items import (
     CompactedPayload,
     EventMsgItem,
     GitInfo,
+    ImageInput,
+    ItemCompletedEvent,
+    LocalImageInput,
     ResponseItem,
     RolloutItem,
     SessionMeta,
     SessionMetaItem,
+    TextInput,
     TokenCountEvent,
     TokenUsage,
     TokenUsageInfo,
     TurnContext,
     TurnContextItem,
     UserMessageEvent,
+    UserMessageItem,
     enum_to_string,
 )
 from codex_state.rollout.reader import KNOWN_EVENT_TYPES, RolloutLoadResult, load_rollout_items
 
 __all__ = [
+    "ARCHIVED_SESSIONS_SUBDIR",
     "IMAGE_ONLY_PREVIEW",
     "KNOWN_EVENT_TYPES",
+    "SESSIONS_SUBDIR",
     "USER_MESSAGE_BEGIN",
     "BaseInstructions",
     "CompactedItem",
@@ -48,18 +61,24 @@ __all__ = [
     "EventMsgItem",
     "ExtractionOutcome",
     "GitInfo",
+    "ImageInput",
+    "ItemCompletedEvent",
+    "LocalImageInput",
     "ResponseItem",
+    "RolloutFile",
     "RolloutItem",
     "RolloutLoadResult",
     "RolloutReadError",
     "SessionMeta",
     "SessionMetaItem",
+    "TextInput",
     "TokenCountEvent",
     "TokenUsage",
     "TokenUsageInfo",
     "TurnContext",
     "TurnContextItem",
     "UserMessageEvent",
+    "UserMessageItem",
     "apply_rollout_item",
     "apply_rollout_items",
     "builder_from_items",
@@ -67,6 +86,7 @@ __all__ = [
     "dynamic_tools_from_items",
     "enum_to_string",
     "extract_metadata_from_rollout",
+    "find_rollout_files",
     "load_rollout_items",
     "parse_rollout_timestamp",
 ]

@@ -1,11 +1,16 @@
-"""Thread metadata from rollout items, exactly as the seed's `extract.rs` and `metadata.rs` do."""
+"""Thread metadata from rollout items, as the seed's `extract.rs` and `metadata.rs` do.
+
+Beyond the seed: a user-message `item_completed` (paginated history) counts as the
+`user_message` event Codex derives from it, and every text handed out for storage is storable
+(`codex_state.rollout.text`).
+"""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -13,8 +18,10 @@ from typing import Final
 from codex_state.clock import file_mtime, utc_whole_seconds
 from codex_state.errors import RolloutReadError
 from codex_state.models import DynamicToolSpec, ThreadMetadata, ThreadMetadataBuilder
+from codex_state.rollout.discovery import COMPRESSED_ROLLOUT_SUFFIX, ROLLOUT_SUFFIX
 from codex_state.rollout.items import (
     EventMsgItem,
+    ItemCompletedEvent,
     RolloutItem,
     SessionMeta,
     SessionMetaItem,
@@ -24,6 +31,7 @@ from codex_state.rollout.items import (
     enum_to_string,
 )
 from codex_state.rollout.reader import first_session_meta, parse_rollout_bytes, read_rollout_bytes
+from codex_state.rollout.text import storable_metadata, storable_tools
 
 USER_MESSAGE_BEGIN: Final = "## My request for Codex:"
 """Legacy prefix Codex put before the user's text; the preview starts after it."""
@@ -32,7 +40,6 @@ IMAGE_ONLY_PREVIEW: Final = "[Image]"
 
 _FILE_TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H-%M-%S"
 _FILE_PREFIX: Final = "rollout-"
-_FILE_SUFFIX: Final = ".jsonl"
 _FILE_TIMESTAMP_LEN: Final = len("YYYY-MM-DDThh-mm-ss")
 
 _Changes = dict[str, object]
@@ -79,9 +86,12 @@ def builder_from_session_meta(
 def _builder_from_file_name(rollout_path: str | os.PathLike[str]) -> ThreadMetadataBuilder | None:
     # The name's time is the writer's local time; the seed takes it as UTC and so do we.
     name = Path(rollout_path).name
-    if not (name.startswith(_FILE_PREFIX) and name.endswith(_FILE_SUFFIX)):
+    suffix = next(
+        (end for end in (ROLLOUT_SUFFIX, COMPRESSED_ROLLOUT_SUFFIX) if name.endswith(end)), None
+    )
+    if suffix is None or not name.startswith(_FILE_PREFIX):
         return None
-    core = name[len(_FILE_PREFIX) : -len(_FILE_SUFFIX)]
+    core = name[len(_FILE_PREFIX) : -len(suffix)]
     stamp, separator, id_text = (
         core[:_FILE_TIMESTAMP_LEN],
         core[_FILE_TIMESTAMP_LEN : _FILE_TIMESTAMP_LEN + 1],
@@ -102,7 +112,9 @@ def _builder_from_file_name(rollout_path: str | os.PathLike[str]) -> ThreadMetad
 def builder_from_items(
     items: Iterable[RolloutItem], rollout_path: str | os.PathLike[str]
 ) -> ThreadMetadataBuilder | None:
-    """A builder from the first session_meta, else from `rollout-<time>-<uuid>.jsonl`, else None.
+    """A builder from the first session_meta, else from the file name, else None.
+
+    The name is `rollout-<time>-<uuid>.jsonl` (or `.jsonl.zst`).
 
     The file-name fallback has source `vscode` (the seed's `SessionSource::default()`).
     """
@@ -162,6 +174,8 @@ def _item_changes(current: Mapping[str, object], item: RolloutItem) -> Mapping[s
             return {"tokens_used": max(0, payload.info.total_token_usage.total_tokens)}
         if type(payload) is UserMessageEvent:
             return _user_message_changes(current, payload)
+        if type(payload) is ItemCompletedEvent:
+            return _user_message_changes(current, payload.item.as_user_message())
         return _NO_CHANGES
     if type(item) is TurnContextItem:
         context = item.payload
@@ -190,16 +204,25 @@ def apply_rollout_item(
 ) -> ThreadMetadata:
     """The metadata after one item (the seed's `apply_rollout_item`); the input is unchanged.
 
-    Returns the same object when the item changes nothing (most items).
+    The result's text is storable. Returns the same object when the item changes nothing and
+    the text already was (most items).
     """
     changes = _changes_with_provider_default(metadata.__dict__, item, default_provider)
-    return metadata.model_copy(update=changes) if changes else metadata
+    updated = metadata.model_copy(update=changes) if changes else metadata
+    return storable_metadata(updated)[0]
 
 
 def apply_rollout_items(
     metadata: ThreadMetadata, items: Iterable[RolloutItem], default_provider: str
 ) -> ThreadMetadata:
     """`apply_rollout_item` over `items` in order, copying the metadata once at the end."""
+    return storable_metadata(_fold_items(metadata, items, default_provider))[0]
+
+
+def _fold_items(
+    metadata: ThreadMetadata, items: Iterable[RolloutItem], default_provider: str
+) -> ThreadMetadata:
+    """The items applied in order, text as found (storing it is the caller's concern)."""
     current = dict(metadata.__dict__)
     changed: _Changes = {}
 
@@ -231,11 +254,13 @@ class DynamicToolsLookup:
     """Dynamic tools of a rollout's first session_meta.
 
     `has_session_meta` is False when there is no session_meta at all (the seed's outer None);
-    `tools` is None when that meta declares none.
+    `tools` (storable, namespaces flattened) is None when that meta declares none;
+    `skipped_tools` counts its entries that cannot be stored.
     """
 
     has_session_meta: bool
     tools: list[DynamicToolSpec] | None
+    skipped_tools: int = 0
 
 
 def dynamic_tools_from_items(items: Iterable[RolloutItem]) -> DynamicToolsLookup:
@@ -243,19 +268,36 @@ def dynamic_tools_from_items(items: Iterable[RolloutItem]) -> DynamicToolsLookup
     meta = first_session_meta(items)
     if meta is None:
         return DynamicToolsLookup(has_session_meta=False, tools=None)
-    return DynamicToolsLookup(has_session_meta=True, tools=meta.dynamic_tools)
+    tools = meta.dynamic_tools
+    return DynamicToolsLookup(
+        has_session_meta=True,
+        tools=None if tools is None else storable_tools(tools)[0],
+        skipped_tools=meta.skipped_tools,
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class ExtractionOutcome:
-    """A rollout's thread metadata, its bad-line count and its first session_meta's tools.
+    """A rollout's thread metadata and tools, and what of the file could not be used.
 
-    `dynamic_tools` lets a backfill persist the tools without reading the file again.
+    Attributes:
+        metadata: the thread's metadata, every text storable.
+        parse_errors: broken lines skipped.
+        dynamic_tools: the first session_meta's storable tools (namespaces flattened), so a
+            backfill can persist them without reading the file again; None if it declares none.
+        unknown_types: lines of types this version does not know, per type (`world_state`,
+            `event_msg:guardian_assessment`, ...); skipped, never errors.
+        skipped_tools: the first session_meta's tool entries that cannot be stored.
+        replaced_characters: NUL and lone-surrogate characters replaced by U+FFFD in
+            `metadata` and `dynamic_tools`.
     """
 
     metadata: ThreadMetadata
     parse_errors: int
     dynamic_tools: list[DynamicToolSpec] | None
+    unknown_types: dict[str, int] = field(default_factory=dict)
+    skipped_tools: int = 0
+    replaced_characters: int = 0
 
 
 def extract_metadata_from_rollout(
@@ -264,8 +306,9 @@ def extract_metadata_from_rollout(
     """Thread metadata of a whole rollout file; `updated_at` is the file's mtime in seconds.
 
     Raises:
-        RolloutReadError: the file is unreadable, has no valid line, or yields no thread id
-            (no usable session_meta and a name that is not `rollout-<time>-<uuid>.jsonl`).
+        RolloutReadError: the file is unreadable (or a `.zst` that cannot be decompressed), has
+            no well-formed line, or yields no thread id (no usable session_meta and a name
+            that is not `rollout-<time>-<uuid>.jsonl[.zst]`).
     """
     parsed = parse_rollout_bytes(read_rollout_bytes(path), keep_all=False)
     if parsed.valid_lines == 0:
@@ -275,12 +318,21 @@ def extract_metadata_from_rollout(
         raise RolloutReadError(
             f"no session_meta and no thread id in the file name: {os.fspath(path)}"
         )
-    metadata = apply_rollout_items(builder.build(default_provider), parsed.items, default_provider)
+    folded = _fold_items(builder.build(default_provider), parsed.items, default_provider)
+    metadata, replaced = storable_metadata(folded)
     updated_at = file_mtime(path)
     if updated_at is None:
         raise RolloutReadError(f"cannot stat rollout file {os.fspath(path)}")
+    meta = first_session_meta(parsed.items)
+    tools = meta.dynamic_tools if meta is not None else None
+    if tools is not None:
+        tools, replaced_in_tools = storable_tools(tools)
+        replaced += replaced_in_tools
     return ExtractionOutcome(
         metadata=metadata.model_copy(update={"updated_at": updated_at}),
         parse_errors=parsed.parse_errors,
-        dynamic_tools=dynamic_tools_from_items(parsed.items).tools,
+        dynamic_tools=tools,
+        unknown_types=parsed.unknown_types,
+        skipped_tools=meta.skipped_tools if meta is not None else 0,
+        replaced_characters=replaced,
     )
