@@ -19,6 +19,10 @@ class SchemaMismatchError(StateError):
     """An existing database's schema differs from what this package expects."""
 
 
+class NewerCodexDatabaseError(SchemaMismatchError):
+    """The database was made by a newer Codex, whose schema codex-state cannot adopt."""
+
+
 class ReadOnlyDatabaseError(StateDbOpenError):
     """The database must be created or migrated first, but it was opened read-only."""
 
