@@ -34,6 +34,7 @@ from codex_state.errors import (
     ReadOnlyDatabaseError,
     SchemaMismatchError,
     StateDbOpenError,
+    driver_message,
 )
 from codex_state.paths import state_db_path
 from codex_state.runtime import StateRuntime
@@ -226,4 +227,6 @@ def _with_context(err: Exception, shown: str, args: argparse.Namespace) -> Excep
         )
     if isinstance(err, SchemaMismatchError):
         return SchemaMismatchError(f"{shown}: {err}; it was left as it is (see --db PATH)")
+    if err.__cause__ is not None:  # name the file, not the URI built to open it read-only
+        return StateDbOpenError(f"cannot open {shown}: {driver_message(err.__cause__)}")
     return err
