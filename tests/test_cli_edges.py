@@ -135,6 +135,19 @@ def test_an_unexpected_error_is_one_line_too(
         main(["--home", str(home), "backfill", "--reindex"])
 
 
+def test_undecodable_filter_bytes_are_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "state_4.sqlite")
+    assert run("--db", db, "init", capsys=capsys)[0] == 0
+    argument = os.fsdecode(b"mod\xff")  # how Python passes undecodable argv bytes
+    code, _, err = run("--db", db, "logs", "--module", argument, capsys=capsys)
+    assert code == 1
+    assert one_error_line(err) == (
+        "invalid log filter module_like: text contains a lone surrogate, which is not valid UTF-8"
+    )
+
+
 def test_warnings_are_one_escaped_line(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = (
         home
@@ -365,6 +378,30 @@ def test_control_characters_are_escaped_in_human_output_only(
     assert "\x1b" not in out and "\\u001b" in out
     code, out, _ = run("--db", str(db), "logs", "--json", capsys=capsys)
     assert json.loads(out)["message"].startswith(HOSTILE)
+
+
+def test_log_times_no_date_can_hold_are_shown_not_fatal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "state_4.sqlite"
+    with StateRuntime.from_url(f"sqlite:///{db}", "openai") as runtime:
+        runtime.insert_logs(
+            [
+                LogEntry(ts=2**63 - 1, ts_nanos=5, level="INFO", target="t", message="far"),
+                LogEntry(ts=0, ts_nanos=1_500_000_000, level="INFO", target="t", message="leap"),
+            ]
+        )
+    code, out, _ = run("--db", str(db), "logs", capsys=capsys)
+    assert code == 0
+    assert out.splitlines() == [
+        "ts=9223372036854775807,5ns INFO  [-] t - far",
+        "1970-01-01T00:00:01.500Z INFO  [-] t - leap",
+    ]
+    code, out, _ = run("--db", str(db), "logs", "--json", capsys=capsys)
+    assert [json.loads(line)["time"] for line in out.splitlines()] == [
+        None,
+        "1970-01-01T00:00:01.500000Z",
+    ]
 
 
 def test_printable() -> None:

@@ -116,8 +116,9 @@ def _filters(args: argparse.Namespace) -> LogQuery:
         )
     except ValidationError as err:  # e.g. undecodable bytes in an argument
         problem = err.errors()[0]
-        field = ".".join(str(part) for part in problem["loc"])
-        raise InvalidInputError(f"invalid log filter {field}: {problem['msg']}") from None
+        field = str(problem["loc"][0])
+        reason = str(problem["msg"]).removeprefix("Value error, ")
+        raise InvalidInputError(f"invalid log filter {field}: {reason}") from None
 
 
 def run_logs(args: argparse.Namespace) -> int:
