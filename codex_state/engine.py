@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import urllib.parse
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
@@ -45,6 +48,41 @@ def is_sqlite_memory(url: URL) -> bool:
     )
 
 
+def sqlite_read_only_url(path: Path, *, immutable: bool = False) -> URL:
+    """A URL that opens the SQLite file at `path` read-only, and never creates it.
+
+    `immutable` also promises SQLite that nothing writes the file while it is open, which is
+    what lets it read a WAL database in a directory it cannot write (where it could not create
+    the `-shm` file): use it only when no writer can exist, e.g. no `-wal` file and a
+    directory nobody can write to.
+    """
+    query = {"mode": "ro", "uri": "true"}
+    if immutable:
+        query["immutable"] = "1"
+    location = urllib.parse.quote(os.fsencode(path.absolute()))  # URI escapes for ?, #, %
+    return URL.create("sqlite", database=f"file:{location}", query=query)
+
+
+_PG_READ_ONLY_OPTION = "-c default_transaction_read_only=on"
+
+
+def postgresql_read_only_url(url: URL) -> URL:
+    """`url` with every transaction read-only, through libpq's `options` parameter."""
+    options = url.query.get("options")
+    if isinstance(options, str):  # keep what is there (a search_path, say)
+        return url.update_query_dict({"options": f"{options} {_PG_READ_ONLY_OPTION}"})
+    return url.update_query_dict({"options": _PG_READ_ONLY_OPTION})
+
+
+def is_read_only(url: URL) -> bool:
+    """True for the URLs `sqlite_read_only_url` and `postgresql_read_only_url` make."""
+    query = url.query
+    if url.get_backend_name() == "sqlite":
+        return query.get("mode") == "ro" or query.get("immutable") == "1"
+    options = query.get("options")
+    return isinstance(options, str) and _PG_READ_ONLY_OPTION in options
+
+
 def make_engine(url: str | URL) -> Engine:
     """An engine whose connections behave as the state database needs on this backend."""
     parsed = parse_url(url)
@@ -59,6 +97,7 @@ def make_engine(url: str | URL) -> Engine:
 
 def _sqlite_engine(url: URL) -> Engine:
     memory = is_sqlite_memory(url)
+    read_only = is_read_only(url)
     options: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
     if memory:
         # One connection is the database; every session shares it (the runtime serialises use).
@@ -77,7 +116,7 @@ def _sqlite_engine(url: URL) -> Engine:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             # The schema's ON DELETE CASCADE foreign keys only act when enforcement is on.
             cursor.execute("PRAGMA foreign_keys = ON")
-            if not memory:
+            if not memory and not read_only:  # switching to WAL writes the file header
                 # WAL lets readers proceed while one writer commits; NORMAL is durable across
                 # application crashes in WAL mode and much cheaper than FULL (the seed's choice).
                 cursor.execute("PRAGMA journal_mode = WAL")

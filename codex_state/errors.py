@@ -19,8 +19,20 @@ class SchemaMismatchError(StateError):
     """An existing database's schema differs from what this package expects."""
 
 
-class InvalidThreadIdError(StateError, ValueError):
-    """A thread id is not a UUID."""
+class NewerCodexDatabaseError(SchemaMismatchError):
+    """The database was made by a newer Codex, whose schema codex-state cannot adopt."""
+
+
+class ReadOnlyDatabaseError(StateDbOpenError):
+    """The database must be created or migrated first, but it was opened read-only."""
+
+
+class InvalidInputError(StateError, ValueError):
+    """An argument is out of range or malformed; nothing was written."""
+
+
+class InvalidThreadIdError(InvalidInputError):
+    """A thread id is not a UUID (bad input like any other, so also an `InvalidInputError`)."""
 
 
 class ThreadNotFoundError(StateError, LookupError):
@@ -33,10 +45,6 @@ class ThreadNotFoundError(StateError, LookupError):
 
 class DatabaseError(StateError):
     """A database driver error, wrapped; the original is kept as ``__cause__``."""
-
-
-class InvalidInputError(StateError, ValueError):
-    """An argument is out of range or malformed; nothing was written."""
 
 
 class RolloutReadError(StateError):
@@ -64,4 +72,27 @@ class translate_db_errors(AbstractContextManager[None]):  # lower case, like con
 
     def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
         if isinstance(exc, self._errors) and not isinstance(exc, StateError):
-            raise DatabaseError(f"{self._action} failed: {exc}") from exc
+            raise DatabaseError(f"{self._action} failed: {driver_message(exc)}") from exc
+
+
+def first_line(text: str, default: str = "") -> str:
+    """The first non-blank line of `text`, stripped (`default` when there is none)."""
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return default
+
+
+def driver_message(exc: BaseException) -> str:
+    """What the driver said, in one line, without the SQL or its bound parameters.
+
+    SQLAlchemy's own text appends `[SQL: ...]`, `[parameters: ...]` and a "Background on this
+    error" link; the parameters are users' data (log messages, memories) and must not end up
+    in an exception message, a log line or a terminal. Drivers put details such as
+    PostgreSQL's `DETAIL: Key (id)=(...)` on later lines, so only the first line is kept.
+    """
+    if isinstance(exc, sa_exc.StatementError) and exc.orig is not None:
+        return first_line(str(exc.orig), type(exc.orig).__name__)
+    if isinstance(exc, sa_exc.SQLAlchemyError) and exc.args and isinstance(exc.args[0], str):
+        return first_line(exc.args[0], type(exc).__name__)  # args[0] has no "Background" link
+    return first_line(str(exc), type(exc).__name__)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import signal
 import sys
 import threading
 import time
@@ -19,13 +21,16 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Protocol
+from types import FrameType
+from typing import Any, Protocol
 
-from codex_state.models import canonical_log_thread_id
+from codex_state.errors import first_line
+from codex_state.models import canonical_log_thread_id, text_problem
 from codex_state.repositories.logs import LogValues
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_ERROR_REPORT_INTERVAL",
     "DEFAULT_FLUSH_INTERVAL",
     "DEFAULT_QUEUE_CAPACITY",
     "DEFAULT_RETENTION_DAYS",
@@ -45,6 +50,9 @@ DEFAULT_RETENTION_DAYS = 90.0
 DEFAULT_RETENTION_INTERVAL = 3600.0
 DEFAULT_RETENTION_BATCH = 5000
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+# While the database is unreachable every batch fails; one line a minute says so without
+# flooding the host's stderr (the counters have the exact numbers).
+DEFAULT_ERROR_REPORT_INTERVAL = 60.0
 
 _SECONDS_PER_DAY = 86_400
 _NANOS = 1_000_000_000
@@ -114,6 +122,9 @@ class StateLogHandler(logging.Handler):
         retention_interval: seconds between retention passes (the first runs at start).
         retention_batch: rows deleted per transaction, so writers are never held up long.
         shutdown_timeout: seconds `flush()` and `close()` wait for the writer.
+        error_report_interval: the handler's own failures (a write or a retention pass that
+            failed, a record that cannot be formatted) print at most one line on stderr per
+            this many seconds, and nothing when `logging.raiseExceptions` is False.
     """
 
     def __init__(
@@ -129,6 +140,7 @@ class StateLogHandler(logging.Handler):
         retention_interval: float = DEFAULT_RETENTION_INTERVAL,
         retention_batch: int = DEFAULT_RETENTION_BATCH,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        error_report_interval: float = DEFAULT_ERROR_REPORT_INTERVAL,
     ) -> None:
         super().__init__(level)
         if batch_size <= 0 or queue_capacity <= 0 or retention_batch <= 0:
@@ -144,13 +156,16 @@ class StateLogHandler(logging.Handler):
         self._retention_interval = retention_interval
         self._retention_batch = retention_batch
         self._shutdown_timeout = shutdown_timeout
+        self._error_report_interval = error_report_interval
+        self._next_error_report = float("-inf")
+        self._sigterm_hook: Any = None
+        self._sigterm_previous: Any = None
         self._pending: deque[_Queued] = deque()
         self._wake = threading.Event()
         self._counts_lock = threading.Lock()
         self._dropped = 0
         self._failed = 0
         self._written = 0
-        self._failing = False
         self._closed = False
         self._stopping = False
         self._exc_formatter = logging.Formatter()
@@ -224,7 +239,41 @@ class StateLogHandler(logging.Handler):
         if threading.get_ident() != self._writer_ident:
             self._writer.join(self._shutdown_timeout)
         _live_handlers.discard(self)
+        self._uninstall_sigterm_flush()
         super().close()
+
+    def install_sigterm_flush(self) -> None:
+        """Write the queued records when the process gets SIGTERM, then carry on as before.
+
+        SIGTERM's default action ends the process at once, without `atexit`, so records still
+        in the queue would be lost. After the flush the previous SIGTERM handler runs: a Python
+        handler is called, an ignored SIGTERM stays ignored, and the default action is raised
+        again, so the process still dies of SIGTERM (status 143 in a shell, -15 for Python's
+        `subprocess`). Call it from the main thread, as `signal.signal` requires; calling it
+        again does nothing, and `close()` puts the previous handler back.
+        """
+        if self._sigterm_hook is not None:
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def flush_then_previous(signum: int, frame: FrameType | None) -> None:
+            self.flush()
+            if callable(previous):
+                previous(signum, frame)
+            elif previous != signal.SIG_IGN:  # SIG_DFL, or None: set outside Python
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, flush_then_previous)
+        self._sigterm_hook, self._sigterm_previous = flush_then_previous, previous
+
+    def _uninstall_sigterm_flush(self) -> None:
+        hook, previous = self._sigterm_hook, self._sigterm_previous
+        if hook is None or threading.current_thread() is not threading.main_thread():
+            return  # closed elsewhere: the hook stays, flushing a closed handler is a no-op
+        if signal.getsignal(signal.SIGTERM) is hook:  # not replaced by someone else since
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        self._sigterm_hook = self._sigterm_previous = None
 
     # -------------------------------------------------------------------- writer thread
 
@@ -269,12 +318,11 @@ class StateLogHandler(logging.Handler):
             return
         try:
             self._sink.insert_log_rows(batch)
-        except Exception:
+        except Exception as err:
             self._failed += len(batch)
-            self._report_failure()
+            self._report_failure(f"writing {_records(len(batch))} failed", err)
         else:
             self._written += len(batch)
-            self._failing = False
 
     def _retention_step(self) -> bool:
         """Delete one small batch of expired rows; True while more remain."""
@@ -286,19 +334,31 @@ class StateLogHandler(logging.Handler):
                     return True
             if self._max_rows is not None:
                 return self._sink.trim_logs(self._max_rows, limit=limit) >= limit
-        except Exception:
-            self._report_failure()
+        except Exception as err:
+            self._report_failure("deleting old rows failed", err)
         return False
 
-    def _report_failure(self) -> None:
-        """Report the first failure of a run through `handleError` (stderr), never raising."""
-        if not self._failing:
-            self._failing = True
-            record = logging.LogRecord(
-                self.name or type(self).__name__, logging.ERROR, __file__, 0,
-                "codex_state log writer failed", None, None,
-            )  # fmt: skip
-            self.handleError(record)
+    def _report_failure(self, what: str, err: Exception) -> None:
+        """One line on stderr, at most once per `error_report_interval`; never a traceback.
+
+        `logging`'s own `handleError` would print a traceback for every failed batch: during
+        a database outage that floods the host application's stderr.
+        """
+        now = time.monotonic()
+        if now < self._next_error_report or not logging.raiseExceptions:
+            return
+        self._next_error_report = now + self._error_report_interval
+        reason = first_line(str(err), type(err).__name__)
+        line = (
+            f"codex_state log handler: {what} ({type(err).__name__}: {reason}); "
+            f"{_records(self._failed)} lost so far, counted in StateLogHandler.failed; "
+            f"next report in {self._error_report_interval:g} s at the earliest\n"
+        )
+        try:
+            if sys.stderr is not None:
+                sys.stderr.write(line)
+        except Exception:
+            pass  # stderr closed or broken: the counters still tell
 
     def _row(self, record: logging.LogRecord, scoped_thread_id: str | None) -> LogValues | None:
         try:
@@ -308,26 +368,29 @@ class StateLogHandler(logging.Handler):
                 message = f"{message}\n{text}"
             if record.stack_info:
                 message = f"{message}\n{record.stack_info}"
+            message = _storable(message)
             thread_id = getattr(record, "thread_id", None)
             if thread_id is None:
                 thread_id = scoped_thread_id
             else:
                 thread_id = str(canonical_log_thread_id(thread_id))
+            if thread_id is not None:
+                thread_id = _storable(thread_id)
             seconds, nanos = divmod(round(record.created * _NANOS), _NANOS)
             return (
                 seconds,
                 nanos,
                 level_name(record.levelno),
-                record.name,
+                _storable(record.name),
                 message,
                 thread_id,
                 self._module_name(record),
-                record.pathname,
+                _storable(record.pathname),
                 record.lineno,
             )
-        except Exception:
+        except Exception as err:
             self._failed += 1
-            self.handleError(record)
+            self._report_failure("formatting a record failed", err)
             return None
 
     def _module_name(self, record: logging.LogRecord) -> str:
@@ -339,8 +402,24 @@ class StateLogHandler(logging.Handler):
                 if getattr(module, "__file__", None) == record.pathname:
                     name = module_name
                     break
+            name = _storable(name)
             self._modules[record.pathname] = name
         return name
+
+
+def _records(count: int) -> str:
+    return "1 record" if count == 1 else f"{count} records"
+
+
+def _storable(text: str) -> str:
+    """`text` with NUL characters and lone surrogates escaped, as every backend can store it.
+
+    A log record is never refused for its content: one such record would otherwise fail its
+    whole batch (PostgreSQL rejects NUL, and neither driver can encode a lone surrogate).
+    """
+    if text_problem(text) is None:
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 _live_handlers: weakref.WeakSet[StateLogHandler] = weakref.WeakSet()

@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import OperationalError
 
-from codex_state.engine import WRITE_OPTION, make_engine
-from codex_state.errors import SchemaMismatchError
+from codex_state.codex_files import NEWER_CODEX_TABLES
+from codex_state.engine import WRITE_OPTION, is_read_only, make_engine
+from codex_state.errors import NewerCodexDatabaseError, ReadOnlyDatabaseError, SchemaMismatchError
 from codex_state.orm import ONLY_ON, SEED_TABLES
 from codex_state.paths import state_db_path
 
@@ -87,12 +88,17 @@ class _SchemaState:
         return self.revision is None and "_sqlx_migrations" in self.tables
 
     @property
+    def newer_codex(self) -> bool:
+        """Made by a Codex of 10 February 2026 or later, whose memory tables differ."""
+        return self.codex_created and self.tables >= NEWER_CODEX_TABLES
+
+    @property
     def seed_tables_present(self) -> list[str]:
         return [name for name in SEED_TABLES if name in self.tables]
 
 
 def _read_state(conn: Connection) -> _SchemaState:
-    names = ("alembic_version", "_sqlx_migrations", *SEED_TABLES)
+    names = ("alembic_version", "_sqlx_migrations", *SEED_TABLES, *NEWER_CODEX_TABLES)
     if conn.dialect.name == "sqlite":
         query = text("SELECT name FROM sqlite_master WHERE type = 'table'")
     else:
@@ -162,6 +168,9 @@ def _ensure_schema_once(engine: Engine) -> bool:
     if state.revision == HEAD_REVISION:
         return False
     _check_revision_known(state.revision)
+    _check_adoptable(state)
+    if is_read_only(engine.url):
+        raise ReadOnlyDatabaseError(_read_only_reason(state))
     return _upgrade_locked(engine)
 
 
@@ -171,17 +180,42 @@ def _upgrade_locked(engine: Engine) -> bool:
         if state.revision == HEAD_REVISION:
             return False
         _check_revision_known(state.revision)
+        _check_adoptable(state)
         created = not state.seed_tables_present
         if state.codex_created:
             verify_codex_schema(conn)
             run_alembic(conn, "stamp", BASELINE_REVISION)
-        elif state.revision is None and not created:
-            raise SchemaMismatchError(
-                "database has state tables but no migration history "
-                f"({', '.join(state.seed_tables_present)}); refusing to modify it"
-            )
         run_alembic(conn, "upgrade", "head")
         return created
+
+
+def _check_adoptable(state: _SchemaState) -> None:
+    """Refuse, before any write, a database that is not ours and cannot be adopted."""
+    if state.newer_codex:
+        raise NewerCodexDatabaseError(
+            "database was created by a Codex of 10 February 2026 or later: it has that "
+            "Codex's memory tables (stage1_outputs, jobs) instead of the seed's, so "
+            "codex-state cannot adopt it and left it unchanged"
+        )
+    if state.revision is None and not state.codex_created and state.seed_tables_present:
+        raise SchemaMismatchError(
+            "database has state tables but no migration history "
+            f"({', '.join(state.seed_tables_present)}); refusing to modify it"
+        )
+
+
+def _read_only_reason(state: _SchemaState) -> str:
+    if not state.seed_tables_present and state.revision is None:
+        return "the database has no codex-state schema yet, and it was opened read-only"
+    if state.codex_created:
+        return (
+            "the database was created by Codex and is adopted on its first read-write open, "
+            "but it was opened read-only"
+        )
+    return (
+        f"the database schema is at revision {state.revision} and is migrated to "
+        f"{HEAD_REVISION} on its first read-write open, but it was opened read-only"
+    )
 
 
 def _check_revision_known(revision: str | None) -> None:

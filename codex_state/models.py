@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -26,16 +27,60 @@ DEFAULT_SANDBOX_POLICY = '{"type":"read-only"}'
 DEFAULT_APPROVAL_MODE = "on-request"
 
 
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+# The canonical 8-4-4-4-12 form only: `uuid.UUID` also takes braces, a `urn:uuid:` prefix and
+# hyphens anywhere, which would let one thread be named by many different strings.
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+def canonical_uuid_text(value: str) -> str | None:
+    """`value` as a lowercase UUID when it is one in the 8-4-4-4-12 form (any case), else None."""
+    if _UUID_TEXT.fullmatch(value) is None:
+        return None
+    return value.lower()
+
+
 def parse_thread_id(value: uuid.UUID | str) -> uuid.UUID:
-    """A thread id as a UUID; any case of the string form is accepted."""
+    """A thread id as a UUID: a `uuid.UUID`, or its 8-4-4-4-12 hex text in any case."""
     if isinstance(value, uuid.UUID):
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and _UUID_TEXT.fullmatch(value) is not None:
+        return uuid.UUID(value)
+    shown = repr(value)
+    if len(shown) > 80:  # a huge argument is not worth echoing whole
+        shown = shown[:77] + "..."
+    raise InvalidThreadIdError(f"invalid thread id: {shown}")
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored on every backend (a NUL, a lone surrogate), or None.
+
+    ASCII text, by far the most common, costs one `isascii` scan and one `in`.
+    """
+    if "\x00" in value:
+        return "contains a NUL character"
+    if not value.isascii():
         try:
-            return uuid.UUID(value)
-        except ValueError:
-            pass
-    raise InvalidThreadIdError(f"invalid thread id: {value!r}")
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone surrogate, which is not valid UTF-8"
+    return None
+
+
+def _storable_text(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(f"text {problem}")
+    return value
+
+
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+"""An integer that fits the 64-bit columns."""
+
+Text = Annotated[str, AfterValidator(_storable_text)]
+"""Text that every backend stores as given (see `text_problem`)."""
 
 
 def path_text(path: Path) -> str:
@@ -58,7 +103,7 @@ UtcSeconds = Annotated[datetime, AfterValidator(utc_whole_seconds)]
 
 
 def canonical_log_thread_id(value: Any) -> Any:
-    """A UUID (object or any-case string) in its stored lowercase form; other text unchanged.
+    """A UUID (object or any-case 8-4-4-4-12 text) in its stored lowercase form; other text as is.
 
     The seed's log layer stores whatever `thread_id` an event carried, so non-UUID text stays
     valid, but a UUID must match however it was spelled when logged or queried.
@@ -66,14 +111,14 @@ def canonical_log_thread_id(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, str):
-        try:
-            return str(uuid.UUID(value))
-        except ValueError:
-            return value
+        canonical = canonical_uuid_text(value)
+        return value if canonical is None else canonical
     return value
 
 
-LogThreadId = Annotated[str, BeforeValidator(canonical_log_thread_id)]
+LogThreadId = Annotated[
+    str, BeforeValidator(canonical_log_thread_id), AfterValidator(_storable_text)
+]
 
 
 class _Value(BaseModel):
@@ -238,15 +283,15 @@ class BackfillStats(_Value):
 class LogEntry(_Value):
     """A log record to insert; `ts` is epoch seconds and `ts_nanos` the sub-second part."""
 
-    ts: int
-    ts_nanos: int = 0
-    level: str
-    target: str
-    message: str | None = None
+    ts: Int64
+    ts_nanos: Int64 = 0
+    level: Text
+    target: Text
+    message: Text | None = None
     thread_id: LogThreadId | None = None
-    module_path: str | None = None
-    file: str | None = None
-    line: int | None = None
+    module_path: Text | None = None
+    file: Text | None = None
+    line: Int64 | None = None
 
 
 class LogRow(_Value):
@@ -266,13 +311,13 @@ class LogRow(_Value):
 class LogQuery(_Value):
     """Filters for `query_logs` and `max_log_id`; every field is optional."""
 
-    level_upper: str | None = None
-    from_ts: int | None = None
-    to_ts: int | None = None
-    module_like: tuple[str, ...] = ()
-    file_like: tuple[str, ...] = ()
+    level_upper: Text | None = None
+    from_ts: Int64 | None = None
+    to_ts: Int64 | None = None
+    module_like: tuple[Text, ...] = ()
+    file_like: tuple[Text, ...] = ()
     thread_ids: tuple[LogThreadId, ...] = ()
     include_threadless: bool = False
-    after_id: int | None = None
-    limit: int | None = Field(default=None, ge=0)
+    after_id: Int64 | None = None
+    limit: int | None = Field(default=None, ge=0, le=INT64_MAX)
     descending: bool = False

@@ -248,3 +248,34 @@ def create_codex_database(path: Path, *, upto: int = 10) -> None:
             )
     finally:
         conn.close()
+
+
+# A synthetic stand-in for the memory tables of Codex builds from 10 February 2026 on (and of
+# its state_5.sqlite): codex-state only looks at which tables exist, not at their columns.
+NEWER_CODEX_MEMORY_SQL = """
+CREATE TABLE stage1_outputs (thread_id TEXT PRIMARY KEY, raw_memory TEXT NOT NULL);
+CREATE TABLE jobs (kind TEXT NOT NULL, job_key TEXT NOT NULL, status TEXT NOT NULL,
+                   PRIMARY KEY (kind, job_key));
+"""
+
+
+def create_newer_codex_database(path: Path) -> None:
+    """A database as a Codex build of 10-12 February 2026 left it: the seed's threads, logs,
+    tools and backfill tables, and other memory tables in place of the seed's 0006, 0009, 0010.
+    """
+    by_version = {version: (description, sql) for version, description, sql in CODEX_MIGRATIONS}
+    steps = [by_version[v] for v in (1, 2, 3, 4, 5)]
+    steps += [("memories", NEWER_CODEX_MEMORY_SQL), by_version[7], by_version[8]]
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(SQLX_TABLE)
+        for version, (description, sql) in enumerate(steps, 1):
+            conn.executescript(f"BEGIN; {sql} COMMIT;")
+            conn.execute(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, "
+                "execution_time) VALUES (?, ?, 1, ?, 1000)",
+                (version, description, hashlib.sha384(sql.encode()).digest()),
+            )
+    finally:
+        conn.close()

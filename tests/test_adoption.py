@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from codex_state import BackfillStatus, SchemaMismatchError, StateRuntime, state_db_path
-from tests.codex_schema import create_codex_database
+from codex_state.errors import NewerCodexDatabaseError
+from tests.codex_schema import create_codex_database, create_newer_codex_database
 
 THREAD_ID = "019c8a4c-ed82-79a1-aa28-7738fc5ab61a"
 
@@ -114,4 +115,25 @@ def test_unmanaged_tables_are_refused(codex_home: Path) -> None:
         StateRuntime.init(codex_home, "openai")
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT COUNT(*) FROM threads").fetchone()[0] == 0
+    conn.close()
+
+
+def test_a_newer_codex_database_is_refused_by_name_and_kept(codex_home: Path) -> None:
+    path = state_db_path(codex_home)
+    create_newer_codex_database(path)
+    _fill_newer(path)
+    before = path.read_bytes()
+    with pytest.raises(NewerCodexDatabaseError) as info:
+        StateRuntime.init(codex_home, "openai")
+    message = str(info.value)
+    assert "created by a Codex of 10 February 2026 or later" in message
+    assert "stage1_outputs, jobs" in message and "\n" not in message
+    assert path.read_bytes() == before  # not stamped, not migrated, not even locked for it
+    assert not path.with_name(path.name + "-journal").exists()
+
+
+def _fill_newer(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO stage1_outputs VALUES (?, 'memory')", (THREAD_ID,))
+    conn.commit()
     conn.close()

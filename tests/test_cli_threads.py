@@ -47,8 +47,12 @@ def run(home: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int
 
 def test_backfill_then_threads_table(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(home, "threads", capsys=capsys)
-    assert code == 0 and out == ""
-    assert "backfill is pending" in err and "no threads" in err
+    assert code == 1 and out == ""
+    assert err == (
+        f"codex-state: error: no state database at {home / 'state_4.sqlite'}; "
+        f"`codex-state --home {home} backfill` creates it and indexes the rollouts\n"
+    )
+    assert not (home / "state_4.sqlite").exists()  # a read command created nothing
 
     code, out, _ = run(home, "backfill", capsys=capsys)
     assert code == 0
@@ -120,6 +124,7 @@ def test_thread_shows_metadata_and_dynamic_tools(
 def test_errors_are_one_line(
     home: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
+    assert run(home, "init", capsys=capsys)[0] == 0
     code, out, err = run(home, *args, capsys=capsys)
     assert code == 1 and out == ""
     assert err.startswith("codex-state: error: ") and message in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from codex_state import LogEntry, LogQuery, StateLogHandler, StateRuntime, log_thread_id
+from codex_state.errors import DatabaseError
 from codex_state.logging import current_log_thread_id, level_name
 from codex_state.repositories.logs import LogValues
 from tests.conftest import Backend
@@ -227,7 +229,128 @@ def test_write_errors_are_counted_never_raised(
     handler.close()
     assert handler.failed == 2
     assert handler.written == 0
-    assert capsys.readouterr().err.count("--- Logging error ---") == 1  # once per failure run
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" not in err and "Traceback" not in err
+    assert err.count("\n") == 1  # one line for both failures: they fall in one interval
+    assert err.startswith("codex_state log handler: writing 1 record failed (StateError: ")
+
+
+class FailingSink:
+    """A runtime whose database is gone: every insert fails with a driver-like message."""
+
+    def __init__(self) -> None:
+        self.inserts = 0
+
+    def insert_log_rows(self, rows: Sequence[LogValues]) -> None:
+        self.inserts += 1
+        raise DatabaseError(
+            "insert_logs failed: server closed the connection unexpectedly\n"
+            "[parameters: ('the secret message',)]"
+        )
+
+    def delete_logs_before(self, cutoff_ts: int, *, limit: int | None = None) -> int:
+        raise DatabaseError("delete_logs_before failed: server closed the connection")
+
+    def trim_logs(self, max_rows: int, *, limit: int = 5000) -> int:
+        return 0
+
+
+def test_an_outage_prints_one_line_per_interval(
+    logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sink = FailingSink()
+    handler = attach(logger, sink, batch_size=10, retention_days=None, error_report_interval=3600)
+    for i in range(200):
+        logger.info("record %d", i)
+        if i % 20 == 0:
+            handler.flush()
+    handler.close()
+    assert sink.inserts >= 10
+    assert handler.failed == 200 and handler.written == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines  # the first failure is the only line printed
+    assert lines[0] == (
+        "codex_state log handler: writing 1 record failed (DatabaseError: insert_logs "
+        "failed: server closed the connection unexpectedly); 1 record lost so far, counted "
+        "in StateLogHandler.failed; next report in 3600 s at the earliest"
+    )
+
+
+def test_a_failed_retention_pass_is_reported_too(
+    logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler = attach(logger, FailingSink(), error_report_interval=3600)
+    handler.flush()  # the first retention pass runs as the writer starts
+    handler.close()
+    assert capsys.readouterr().err == (
+        "codex_state log handler: deleting old rows failed (DatabaseError: delete_logs_before "
+        "failed: server closed the connection); 0 records lost so far, counted in "
+        "StateLogHandler.failed; next report in 3600 s at the earliest\n"
+    )
+
+
+def test_a_later_failure_is_reported_once_the_interval_passed(
+    logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler = attach(logger, FailingSink(), retention_days=None, error_report_interval=0.05)
+    logger.info("one")
+    handler.flush()
+    logger.info("two")
+    handler.flush()  # within the interval: counted, not printed
+    time.sleep(0.1)
+    logger.info("three")
+    handler.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(";")[1] for line in lines] == [
+        " 1 record lost so far, counted in StateLogHandler.failed",
+        " 3 records lost so far, counted in StateLogHandler.failed",
+    ]
+    assert all("secret" not in line for line in lines)  # only the error's first line
+
+
+def test_unformattable_records_are_counted_not_reported_each(
+    runtime: StateRuntime, logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for other in list(logger.handlers):  # pytest's capture handlers would format it and raise
+        logger.removeHandler(other)
+    handler = attach(logger, runtime, retention_days=None)
+    for _ in range(50):
+        logger.info("%d items", "many")  # TypeError when the message is formatted
+    logger.info("fine")
+    handler.close()
+    assert handler.failed == 50 and handler.written == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("codex_state log handler: formatting a record failed (TypeError: ")
+
+
+def test_raise_exceptions_off_silences_the_reports(
+    logger: logging.Logger, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logging, "raiseExceptions", False)
+    handler = attach(logger, FailingSink())
+    logger.info("lost")
+    handler.close()
+    assert handler.failed == 1
+    assert capsys.readouterr().err == ""
+
+
+def test_text_no_backend_can_store_is_escaped_not_lost(
+    backend: Backend, logger: logging.Logger
+) -> None:
+    runtime = backend.runtime()
+    handler = attach(logger, runtime, retention_days=None)
+    logger.info("nul \x00 here", extra={"thread_id": "t\x00"})
+    logger.info("bytes %s", b"\xff".decode("utf-8", "surrogateescape"))
+    logger.info("plain")
+    handler.close()
+    assert handler.failed == 0
+    rows = runtime.query_logs(LogQuery())
+    assert [(r.message, r.thread_id) for r in rows] == [
+        ("nul \\x00 here", "t\\x00"),
+        ("bytes \\udcff", None),
+        ("plain", None),
+    ]
 
 
 def test_own_database_logging_does_not_loop(backend: Backend) -> None:
@@ -306,6 +429,95 @@ for i in range(100):
     runtime = backend.runtime()
     rows = runtime.query_logs(LogQuery())
     assert [r.message for r in rows] == [f"record {i}" for i in range(100)]
+
+
+_SIGTERM_CHILD = """
+import logging, signal, sys, time
+from codex_state import StateLogHandler, StateRuntime
+runtime = StateRuntime.from_url(sys.argv[1], "test")
+if sys.argv[2] == "python-handler":
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(3))
+elif sys.argv[2] == "ignored":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+# Nothing is written until a flush: the writer would wait an hour for a batch of 100,000.
+handler = StateLogHandler(runtime, flush_interval=3600, batch_size=100_000,
+                          queue_capacity=100_000, retention_days=None)
+if sys.argv[2] != "not-installed":
+    handler.install_sigterm_flush()
+log = logging.getLogger("burst")
+log.setLevel(logging.INFO)
+log.addHandler(handler)
+for i in range(5000):
+    log.info("record %d", i)
+print("ready", flush=True)
+time.sleep(60)
+print("still running", flush=True)
+"""
+
+
+def _sigterm_child(backend: Backend, mode: str) -> subprocess.Popen[str]:
+    if backend.name == "sqlite_memory":
+        pytest.skip("another process cannot see an in-memory database")
+    backend.runtime()  # migrated before the child opens it
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SIGTERM_CHILD, backend.url, mode],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == "ready\n"
+    child.send_signal(signal.SIGTERM)
+    return child
+
+
+def _burst_rows(backend: Backend) -> int:
+    return len(backend.runtime().query_logs(LogQuery()))
+
+
+def test_sigterm_flush_writes_the_queue_then_dies_of_sigterm(backend: Backend) -> None:
+    child = _sigterm_child(backend, "installed")
+    assert child.wait(60) == -signal.SIGTERM  # the default action, raised again
+    assert _burst_rows(backend) == 5000
+
+
+def test_without_it_sigterm_loses_the_queue(backend: Backend) -> None:
+    child = _sigterm_child(backend, "not-installed")
+    assert child.wait(60) == -signal.SIGTERM
+    assert _burst_rows(backend) == 0  # what install_sigterm_flush is for
+
+
+def test_sigterm_flush_chains_to_the_previous_python_handler(backend: Backend) -> None:
+    child = _sigterm_child(backend, "python-handler")
+    assert child.wait(60) == 3  # the application's own handler ran after the flush
+    assert _burst_rows(backend) == 5000
+
+
+def test_sigterm_flush_keeps_an_ignored_sigterm_ignored(backend: Backend) -> None:
+    child = _sigterm_child(backend, "ignored")
+    try:
+        wait_until(lambda: _burst_rows(backend) == 5000, timeout=30)
+        assert child.poll() is None  # still running
+    finally:
+        child.kill()
+        child.wait(60)
+
+
+def test_close_puts_the_previous_sigterm_handler_back(runtime: StateRuntime) -> None:
+    def previous(signum: int, frame: object) -> None:
+        raise AssertionError("not called")
+
+    old = signal.signal(signal.SIGTERM, previous)
+    try:
+        handler = StateLogHandler(runtime)
+        handler.install_sigterm_flush()
+        installed = signal.getsignal(signal.SIGTERM)
+        assert installed is not previous
+        handler.install_sigterm_flush()  # a second call changes nothing
+        assert signal.getsignal(signal.SIGTERM) is installed
+        handler.close()
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def test_bad_options_are_rejected(runtime: StateRuntime) -> None:

@@ -7,14 +7,21 @@ import json
 import os
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
+from pydantic import ValidationError
+
+from codex_state.arguments import INT64_MAX, INT64_MIN
+from codex_state.cli.common import Parser, int_option, printable
+from codex_state.cli.database import open_for_reading
+from codex_state.errors import InvalidInputError
 from codex_state.models import LogQuery, LogRow
 from codex_state.runtime import StateRuntime
 
 DEFAULT_BACKFILL = 200
 DEFAULT_POLL_MS = 500
+MAX_POLL_MS = 86_400_000  # a day; time.sleep refuses far larger numbers
 _FOLLOW_PAGE = 1000
 
 _RESET = "\x1b[0m"
@@ -31,7 +38,7 @@ _LEVEL_COLOURS = {
 _PATCH_PREFIX = "ToolCall: apply_patch"
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add `logs` to the `codex-state` parser."""
     parser = commands.add_parser(
         "logs",
@@ -59,7 +66,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument(
         "--backfill",
-        type=_non_negative,
+        type=int_option(0, INT64_MAX),
         default=DEFAULT_BACKFILL,
         metavar="N",
         help="print the last N matching rows first (default: %(default)s)",
@@ -67,7 +74,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--follow", "-f", action="store_true", help="keep printing new rows")
     parser.add_argument(
         "--poll-ms",
-        type=_positive,
+        type=int_option(1, MAX_POLL_MS),
         default=DEFAULT_POLL_MS,
         help="follow poll interval in milliseconds (default: %(default)s)",
     )
@@ -78,47 +85,47 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def timestamp(value: str) -> int:
     """Epoch seconds from `value`: an integer, or an RFC 3339 time (naive means UTC)."""
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         pass
+    else:
+        if not INT64_MIN <= number <= INT64_MAX:
+            raise argparse.ArgumentTypeError(f"epoch seconds out of 64-bit range: {value}")
+        return number
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not RFC 3339 or epoch seconds: {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"not RFC 3339 or epoch seconds: {printable(value)!r}"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp())
 
 
-def _non_negative(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return number
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return number
+def _filters(args: argparse.Namespace) -> LogQuery:
+    try:
+        return LogQuery(
+            level_upper=args.level,
+            from_ts=args.from_ts,
+            to_ts=args.to_ts,
+            module_like=tuple(args.module),
+            file_like=tuple(args.file),
+            thread_ids=tuple(args.thread_id),
+            include_threadless=args.threadless,
+        )
+    except ValidationError as err:  # e.g. undecodable bytes in an argument
+        problem = err.errors()[0]
+        field = str(problem["loc"][0])
+        reason = str(problem["msg"]).removeprefix("Value error, ")
+        raise InvalidInputError(f"invalid log filter {field}: {reason}") from None
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    filters = LogQuery(
-        level_upper=args.level,
-        from_ts=args.from_ts,
-        to_ts=args.to_ts,
-        module_like=tuple(args.module),
-        file_like=tuple(args.file),
-        thread_ids=tuple(args.thread_id),
-        include_threadless=args.threadless,
-    )
-    from codex_state.cli import open_runtime  # the parent module imports this one
-
+    filters = _filters(args)
     printer = _Printer(sys.stdout, json_lines=args.json)
     try:
-        with open_runtime(args) as runtime:
+        with open_for_reading(args) as runtime:
             last_id = _backfill(runtime, filters, args.backfill, printer)
             if args.follow:
                 _follow(runtime, filters, last_id, args.poll_ms / 1000, printer)
@@ -165,26 +172,39 @@ class _Printer:
         self._colour = not json_lines and out.isatty() and "NO_COLOR" not in os.environ
 
     def print(self, row: LogRow) -> None:
-        when = datetime.fromtimestamp(row.ts, tz=UTC).replace(microsecond=row.ts_nanos // 1000)
+        when = _time(row)
         if self._json:
-            record = {"time": when.isoformat().replace("+00:00", "Z"), **row.model_dump()}
-            self._out.write(json.dumps(record) + "\n")
+            time_text = None if when is None else when.isoformat().replace("+00:00", "Z")
+            self._out.write(json.dumps({"time": time_text, **row.model_dump()}) + "\n")
             return
-        stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        thread = row.thread_id or "-"
-        message = row.message or ""
+        if when is None:  # a row no datetime can hold; show what is stored
+            stamp = f"ts={row.ts},{row.ts_nanos}ns"
+        else:
+            stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        # Stored text is shown escaped: a message must not drive the user's terminal.
+        thread = printable(row.thread_id or "-")
+        target = printable(row.target)
+        level_text = printable(row.level)
+        message = printable(row.message or "", multiline=True)
         if not self._colour:
-            self._out.write(f"{stamp} {row.level:<5} [{thread}] {row.target} - {message}\n")
+            self._out.write(f"{stamp} {level_text:<5} [{thread}] {target} - {message}\n")
             return
-        level = f"{_LEVEL_COLOURS.get(row.level.upper(), '')}{row.level:<5}{_RESET}"
+        level = f"{_LEVEL_COLOURS.get(row.level.upper(), '')}{level_text:<5}{_RESET}"
         head = (
-            f"{_DIM}{stamp}{_RESET} {level} [{_BLUE_DIM}{thread}{_RESET}] "
-            f"{_DIM}{row.target}{_RESET} - "
+            f"{_DIM}{stamp}{_RESET} {level} [{_BLUE_DIM}{thread}{_RESET}] {_DIM}{target}{_RESET} - "
         )
         self._out.write(head + _colour_message(message) + "\n")
 
     def flush(self) -> None:
         self._out.flush()
+
+
+def _time(row: LogRow) -> datetime | None:
+    try:
+        seconds = datetime.fromtimestamp(row.ts, tz=UTC)
+        return seconds + timedelta(microseconds=row.ts_nanos // 1000)
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def _colour_message(message: str) -> str:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from codex_state.arguments import INT64_MAX
 from codex_state.backfill import BackfillProgress, backfill_codex_home
+from codex_state.cli.common import Parser, emit, int_option, printable
+from codex_state.cli.database import open_for_reading, open_for_writing, require_home
 from codex_state.errors import ThreadNotFoundError
 from codex_state.models import BackfillStatus, SortKey, ThreadMetadata
 from codex_state.runtime import StateRuntime
@@ -19,7 +21,7 @@ _TITLE_WIDTH = 60
 _BAR_WIDTH = 30
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
     """Add the thread commands to the `codex-state` parser."""
     backfill = commands.add_parser(
         "backfill",
@@ -64,7 +66,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     threads.add_argument(
         "--limit",
-        type=_non_negative,
+        type=int_option(0, INT64_MAX),
         default=20,
         help="at most this many threads; 0 for all (default: %(default)s)",
     )
@@ -81,27 +83,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     thread.set_defaults(handler=_run_thread)
 
 
-def _non_negative(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
-    return number
-
-
-def _open(args: argparse.Namespace) -> StateRuntime:
-    from codex_state.cli import open_runtime  # the parent module imports this one
-
-    return open_runtime(args)
-
-
 # ----------------------------------------------------------------------------------- backfill
 
 
 def _run_backfill(args: argparse.Namespace) -> int:
-    with _open(args) as runtime:
+    home = require_home(args.home)  # the rollouts come from there, even with --db
+    with open_for_writing(args) as runtime:
         if not args.reindex and runtime.get_backfill_state().status is BackfillStatus.COMPLETE:
             print("backfill already complete; use --reindex to rescan every rollout file")
             return 0
@@ -109,7 +96,7 @@ def _run_backfill(args: argparse.Namespace) -> int:
         try:
             stats = backfill_codex_home(
                 runtime,
-                args.home,
+                home,
                 reindex=args.reindex,
                 progress=None if bar is None else bar.update,
             )
@@ -118,8 +105,8 @@ def _run_backfill(args: argparse.Namespace) -> int:
                 bar.close()
         state = runtime.get_backfill_state()
         print(
-            f"indexed {stats.upserted} of {stats.scanned} rollout files from {args.home}"
-            f" ({stats.failed} failed); backfill {state.status.value}"
+            f"indexed {stats.upserted} of {stats.scanned} rollout files from "
+            f"{printable(str(home))} ({stats.failed} failed); backfill {state.status.value}"
         )
     return 0
 
@@ -150,11 +137,11 @@ class _ProgressBar:
 
 def _run_threads(args: argparse.Namespace) -> int:
     sort_key = SortKey.CREATED_AT if args.sort == "created" else SortKey.UPDATED_AT
-    with _open(args) as runtime:
+    with open_for_reading(args) as runtime:
         found = _each_thread(runtime, args, sort_key)
         if args.json:
             for thread in found:
-                _emit(json.dumps(_thread_json(thread)))
+                emit(json.dumps(_thread_json(thread)))
             return 0
         rows = [_table_row(thread, sort_key) for thread in found]
         status = runtime.get_backfill_state().status
@@ -176,7 +163,7 @@ def _run_threads(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
     for row in [header, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        _emit("  ".join([*cells, row[4]]).rstrip())
+        emit("  ".join([*cells, row[4]]).rstrip())
     return 0
 
 
@@ -205,15 +192,16 @@ def _each_thread(
 
 def _table_row(thread: ThreadMetadata, sort_key: SortKey) -> tuple[str, ...]:
     when = thread.created_at if sort_key is SortKey.CREATED_AT else thread.updated_at
-    title = " ".join((thread.title or thread.first_user_message or "").split())
+    title = printable(" ".join((thread.title or thread.first_user_message or "").split()))
     if len(title) > _TITLE_WIDTH:
         title = title[: _TITLE_WIDTH - 1] + "…"
-    source = thread.source if len(thread.source) <= 20 else thread.source[:19] + "…"
+    source = printable(thread.source)
+    source = source if len(source) <= 20 else source[:19] + "…"
     return (
         when.strftime("%Y-%m-%d %H:%M"),
         str(thread.id),
         source,
-        thread.model_provider,
+        printable(thread.model_provider),
         title,
     )
 
@@ -222,7 +210,7 @@ def _table_row(thread: ThreadMetadata, sort_key: SortKey) -> tuple[str, ...]:
 
 
 def _run_thread(args: argparse.Namespace) -> int:
-    with _open(args) as runtime:
+    with open_for_reading(args) as runtime:
         thread = runtime.get_thread(args.thread_id)
         if thread is None:
             raise ThreadNotFoundError(args.thread_id)
@@ -230,14 +218,14 @@ def _run_thread(args: argparse.Namespace) -> int:
     if args.json:
         value = _thread_json(thread)
         value["dynamic_tools"] = [tool.model_dump(mode="json", by_alias=True) for tool in tools]
-        _emit(json.dumps(value, indent=2))
+        emit(json.dumps(value, indent=2))
         return 0
     for name, value in _thread_json(thread).items():
-        _emit(f"{name + ':':<20}{'' if value is None else value}")
-    _emit(f"{'dynamic_tools:':<20}{len(tools) or 'none'}")
+        emit(f"{name + ':':<20}{'' if value is None else printable(str(value))}")
+    emit(f"{'dynamic_tools:':<20}{len(tools) or 'none'}")
     for tool in tools:
-        _emit(f"  - {tool.name}: {tool.description}")
-        _emit(f"    input schema: {json.dumps(tool.input_schema)}")
+        emit(f"  - {printable(tool.name)}: {printable(tool.description)}")
+        emit(f"    input schema: {json.dumps(tool.input_schema)}")
     return 0
 
 
@@ -245,14 +233,3 @@ def _thread_json(thread: ThreadMetadata) -> dict[str, Any]:
     value = thread.model_dump(mode="json")
     value["archived"] = thread.archived
     return value
-
-
-def _emit(line: str) -> None:
-    """Print to stdout; a closed pipe (`| head`) ends the output quietly."""
-    try:
-        print(line)
-    except BrokenPipeError:
-        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        raise SystemExit(0) from None
