@@ -97,7 +97,7 @@ class StateRuntime(Operations):
         path = state_db_path(home)
         try:
             if home.exists() and not home.is_dir():
-                raise NotADirectoryError(f"cannot use codex home {home}: it is not a directory")
+                raise NotADirectoryError("it is not a directory")
             home.mkdir(parents=True, exist_ok=True)
             remove_legacy_state_files(home)
             existed = path.exists()

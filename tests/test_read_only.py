@@ -27,7 +27,7 @@ def test_a_database_at_head_reads_and_refuses_writes(tmp_path: Path, name: str) 
         assert [row.message for row in runtime.query_logs(LogQuery())] == ["kept"]
         with pytest.raises(DatabaseError) as raised:
             runtime.insert_log(LogEntry(ts=2, level="INFO", target="t", message="secret"))
-    assert str(raised.value) == "insert_logs failed: attempt to write a readonly database"
+    assert str(raised.value) == "insert_log failed: attempt to write a readonly database"
 
 
 def test_a_rollback_journal_database_opens_read_only(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from sqlalchemy import bindparam, func, or_, select, update
 
-from codex_state.arguments import check_count
+from codex_state.arguments import check_count, check_text, check_watermark
 from codex_state.clock import from_epoch_seconds
 from codex_state.dialect import dialect_insert
 from codex_state.errors import InvalidInputError, StateError
@@ -124,16 +124,10 @@ _release = Prepared(
 )
 
 
-def _check_watermark(watermark: object) -> str | None:
-    if watermark is None or isinstance(watermark, str):
-        return watermark
-    raise InvalidInputError(f"a watermark must be a str or None, got {watermark!r}")
-
-
 def _check_owner(owner: object) -> str:
-    if isinstance(owner, str) and owner:
-        return owner
-    raise InvalidInputError(f"a backfill lease owner must be a non-empty str, got {owner!r}")
+    if text := check_text("owner", owner):
+        return text
+    raise InvalidInputError("a backfill lease owner must be a non-empty str")
 
 
 class BackfillRepository(Repository):
@@ -167,13 +161,13 @@ class BackfillRepository(Repository):
     @translated
     def checkpoint_backfill(self, watermark: str) -> None:
         """Record that every rollout up to `watermark` (a codex-home-relative path) is indexed."""
-        if not isinstance(watermark, str):
-            raise InvalidInputError(f"watermark must be a str, got {watermark!r}")
-        self._run(_checkpoint, {"watermark": watermark})
+        if watermark is None:
+            raise InvalidInputError("watermark must be a str, got None")
+        self._run(_checkpoint, {"watermark": check_watermark(watermark)})
 
     @translated
     def mark_backfill_complete(self, last_watermark: str | None = None) -> None:
-        self._run(_complete, {"watermark": _check_watermark(last_watermark)})
+        self._run(_complete, {"watermark": check_watermark(last_watermark)})
 
     def _run(self, statement: Prepared, params: dict[str, object]) -> None:
         now = self._now()
@@ -205,13 +199,13 @@ class BackfillRepository(Repository):
     @translated
     def checkpoint_backfill_lease(self, owner: str, watermark: str | None) -> bool:
         """Advance the watermark (None keeps it) and renew the lease, if `owner` still holds it."""
-        params = {"owner": _check_owner(owner), "watermark": _check_watermark(watermark)}
+        params = {"owner": _check_owner(owner), "watermark": check_watermark(watermark)}
         return self._changed(_checkpoint_owned, {**params, "now": self._now()})
 
     @translated
     def complete_backfill_lease(self, owner: str, watermark: str | None) -> bool:
         """Mark the backfill complete and free the lease, if `owner` still holds it."""
-        params = {"owner": _check_owner(owner), "watermark": _check_watermark(watermark)}
+        params = {"owner": _check_owner(owner), "watermark": check_watermark(watermark)}
         return self._changed(_complete_owned, {**params, "now": self._now()})
 
     @translated

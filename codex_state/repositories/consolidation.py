@@ -13,12 +13,11 @@ from typing import Any
 
 from sqlalchemy import bindparam, or_
 
-from codex_state.arguments import check_count, check_texts
+from codex_state.arguments import check_count, check_owner_id, check_texts
 from codex_state.dialect import dialect_insert
 from codex_state.errors import InvalidInputError
 from codex_state.orm import memory_consolidation_locks, memory_scope_dirty
 from codex_state.repositories.base import Repository, translated
-from codex_state.repositories.jobs import owner_key
 from codex_state.repositories.memories import path_key
 from codex_state.statements import Prepared
 
@@ -101,7 +100,7 @@ class ConsolidationRepository(Repository):
         Raises:
             InvalidInputError: `lease_seconds` is negative (the seed clamped it to 0).
         """
-        path, owner = path_key("cwd", cwd), owner_key("working_thread_id", working_thread_id)
+        path, owner = path_key("cwd", cwd), check_owner_id("working_thread_id", working_thread_id)
         lease = check_count("lease_seconds", lease_seconds)
         now = self._now()
         params = {"p_cwd": path, "p_owner": owner, "p_now": now, "p_stale_cutoff": now - lease}
@@ -114,6 +113,6 @@ class ConsolidationRepository(Repository):
         """Release the lock of `cwd` if `working_thread_id` holds it; True when released."""
         params = {
             "p_cwd": path_key("cwd", cwd),
-            "p_owner": owner_key("working_thread_id", working_thread_id),
+            "p_owner": check_owner_id("working_thread_id", working_thread_id),
         }
         return _release_lock.rowcount(self._session, params) > 0

@@ -22,9 +22,8 @@ from typing import Any
 
 from sqlalchemy import Text, and_, bindparam, literal, select, update
 
-from codex_state.arguments import check_count, check_epoch, check_texts
+from codex_state.arguments import check_count, check_epoch, check_owner_id, check_texts
 from codex_state.dialect import dialect_insert
-from codex_state.errors import InvalidThreadIdError
 from codex_state.models import Phase1ClaimKind, Phase1JobClaimOutcome, parse_thread_id
 from codex_state.orm import Int64, memory_phase1_jobs
 from codex_state.repositories.base import Repository, translated
@@ -117,14 +116,6 @@ _fail = _owned_update(
 _renew = _owned_update(started_at=bindparam("p_now"))
 
 
-def owner_key(name: str, owner: uuid.UUID | str) -> str:
-    """An owner id (a session or thread id: a `ThreadId` in the seed), stored lowercase."""
-    try:
-        return str(parse_thread_id(owner))
-    except InvalidThreadIdError:
-        raise InvalidThreadIdError(f"{name} must be a thread id (UUID), got {owner!r}") from None
-
-
 class Phase1JobRepository(Repository):
     """Claims and finishes of phase-1 jobs, keyed by (thread, scope kind, scope key)."""
 
@@ -151,7 +142,7 @@ class Phase1JobRepository(Repository):
             InvalidInputError: `lease_seconds` is negative (the seed clamped it to 0).
         """
         key = str(parse_thread_id(thread_id))
-        owner = owner_key("owner_session_id", owner_session_id)
+        owner = check_owner_id("owner_session_id", owner_session_id)
         check_texts(scope_kind=scope_kind, scope_key=scope_key)
         check_epoch("source_updated_at", source_updated_at)
         lease = check_count("lease_seconds", lease_seconds)

@@ -10,8 +10,14 @@ from typing import Any, NamedTuple
 from pydantic import TypeAdapter
 from sqlalchemy import ColumnElement, bindparam, delete, func, insert, or_, select
 
-from codex_state.arguments import check_count, check_epoch, check_limit
-from codex_state.errors import InvalidInputError
+from codex_state.arguments import (
+    check_count,
+    check_epoch,
+    check_limit,
+    check_log_entries,
+    check_log_entry,
+    check_log_query,
+)
 from codex_state.models import LogEntry, LogQuery, LogRow
 from codex_state.orm import logs
 from codex_state.repositories.base import Repository, translated
@@ -178,22 +184,6 @@ def _max_id_statement(shape: _Shape) -> Prepared:
     return Prepared(select(func.max(logs.c.id)).where(*_filters(shape)))
 
 
-def _check_query(query: object) -> LogQuery:
-    if not isinstance(query, LogQuery):
-        raise InvalidInputError(f"expected LogQuery, got {type(query).__name__}")
-    return query
-
-
-def _check_entries(entries: object) -> list[LogEntry]:
-    if isinstance(entries, LogEntry | str | bytes) or not isinstance(entries, Iterable):
-        raise InvalidInputError(f"expected an iterable of LogEntry, got {type(entries).__name__}")
-    batch = list(entries)
-    for entry in batch:
-        if not isinstance(entry, LogEntry):
-            raise InvalidInputError(f"expected LogEntry, got {type(entry).__name__}")
-    return batch
-
-
 class LogRepository(Repository):
     """Log rows as the seed's tracing layer writes them and its viewer reads them."""
 
@@ -201,14 +191,12 @@ class LogRepository(Repository):
 
     @translated
     def insert_log(self, entry: LogEntry) -> None:
-        if not isinstance(entry, LogEntry):
-            raise InvalidInputError(f"expected LogEntry, got {type(entry).__name__}")
-        self._insert([_entry_values(entry)])
+        self._insert([_entry_values(check_log_entry(entry))])
 
     @translated
     def insert_logs(self, entries: Iterable[LogEntry]) -> None:
         """Insert a batch of log entries with one executemany."""
-        self._insert([_entry_values(entry) for entry in _check_entries(entries)])
+        self._insert([_entry_values(entry) for entry in check_log_entries(entries)])
 
     @translated
     def insert_log_rows(self, rows: Sequence[LogValues]) -> None:
@@ -226,7 +214,7 @@ class LogRepository(Repository):
     @translated
     def query_logs(self, query: LogQuery) -> list[LogRow]:
         """Rows matching every filter of `query`, ordered by id."""
-        query = _check_query(query)
+        query = check_log_query(query)
         rows = _rows_statement(_Shape.of(query)).all(self._session, _params(query))
         # Validation stays: building 200 LogRow objects costs the same with or without it
         # (model_construct is slower still, measured), so skipping it would buy nothing.
@@ -235,7 +223,7 @@ class LogRepository(Repository):
     @translated
     def max_log_id(self, query: LogQuery | None = None) -> int:
         """The largest id matching `query`'s filters, 0 when none match."""
-        query = LogQuery() if query is None else _check_query(query)
+        query = check_log_query(query, allow_none=True) or LogQuery()
         # Limit and order do not change MAX(id): leave them out of the shape (and the cache key).
         shape = _Shape.of(query)._replace(limit=False, descending=False)
         row = _max_id_statement(shape).first(self._session, _params(query))

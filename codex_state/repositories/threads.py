@@ -28,6 +28,7 @@ from codex_state.arguments import (
     check_count,
     check_sort_key,
     check_strings,
+    check_thread_metadata,
 )
 from codex_state.clock import Clock, file_mtime, from_epoch_seconds, to_epoch_seconds
 from codex_state.dialect import dialect_insert
@@ -249,12 +250,6 @@ def _coerce_tools(tools: Iterable[DynamicToolSpec | Mapping[str, Any]]) -> list[
     return specs
 
 
-def _check_metadata(metadata: object) -> ThreadMetadata:
-    if not isinstance(metadata, ThreadMetadata):
-        raise InvalidInputError(f"expected ThreadMetadata, got {type(metadata).__name__}")
-    return metadata
-
-
 class ThreadRepository(Repository):
     """`threads` and `thread_dynamic_tools` in one Session's transaction.
 
@@ -287,12 +282,12 @@ class ThreadRepository(Repository):
     @translated
     def upsert_thread(self, metadata: ThreadMetadata) -> None:
         """Insert the thread, or replace every column of the row with the same id."""
-        _upsert_thread.execute(self._session, _thread_params(_check_metadata(metadata)))
+        _upsert_thread.execute(self._session, _thread_params(check_thread_metadata(metadata)))
 
     @translated
     def upsert_threads(self, items: Sequence[ThreadMetadata]) -> None:
         """`upsert_thread` for many rows in one executemany (the backfill's batches)."""
-        rows = [_thread_params(_check_metadata(item)) for item in items]
+        rows = [_thread_params(check_thread_metadata(item)) for item in items]
         if rows:
             _upsert_thread.execute_many(self._session, rows)
 
@@ -483,7 +478,7 @@ class ThreadRepository(Repository):
             mtime = file_mtime(builder.rollout_path)
             if mtime is not None:
                 metadata = metadata.model_copy(update={"updated_at": mtime})
-            _upsert_thread.execute(self._session, _thread_params(metadata))
+            _upsert_thread.execute(self._session, _thread_params(check_thread_metadata(metadata)))
             stage = "persist_dynamic_tools"
             tools = dynamic_tools_from_items(items).tools or []
             if tools:
