@@ -47,6 +47,11 @@ class DatabaseError(StateError):
     """A database driver error, wrapped; the original is kept as ``__cause__``."""
 
 
+class LockTimeoutError(DatabaseError):
+    """A statement gave up waiting for a lock another transaction held (PostgreSQL's
+    `lock_timeout`, see `EngineSettings`); the message names what was waited for."""
+
+
 class RolloutReadError(StateError):
     """A rollout file cannot be read, or yields no thread (empty, no session_meta, bad name)."""
 
@@ -72,7 +77,49 @@ class translate_db_errors(AbstractContextManager[None]):  # lower case, like con
 
     def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
         if isinstance(exc, self._errors) and not isinstance(exc, StateError):
+            if is_lock_timeout(exc):
+                message = lock_timeout_message(exc)
+                raise LockTimeoutError(f"{self._action} failed: {message}") from exc
             raise DatabaseError(f"{self._action} failed: {driver_message(exc)}") from exc
+
+
+_LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired (or NOWAIT found the row locked)
+# The server ends the connection: admin shutdown, crash shutdown, cannot connect now (starting
+# up or shutting down), idle-session timeout. Class 08 is a connection exception.
+_CONNECTION_ENDED = frozenset({"57P01", "57P02", "57P03", "57P05"})
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    return exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """True for PostgreSQL's "canceling statement due to lock timeout" (wrapped or bare)."""
+    return getattr(_driver_error(exc), "sqlstate", None) == _LOCK_NOT_AVAILABLE
+
+
+def lock_timeout_message(exc: BaseException) -> str:
+    """One line: that the wait ran out, and on what (PostgreSQL's context names the table)."""
+    diag = getattr(_driver_error(exc), "diag", None)
+    context = first_line(getattr(diag, "context", None) or "")
+    where = f" ({context})" if context else ""
+    return f"gave up waiting for a lock held by another transaction{where}"
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """True when a driver error means the connection to the server is gone.
+
+    PostgreSQL: the server ended it (57P01-57P05, class 08), or libpq itself failed (psycopg's
+    `OperationalError` with no SQLSTATE: "server closed the connection unexpectedly",
+    "consuming input failed", "connection failed"). SQLite connections are never lost.
+    """
+    error = _driver_error(exc)
+    if not type(error).__module__.startswith("psycopg"):
+        return False
+    sqlstate = getattr(error, "sqlstate", None)
+    if sqlstate is None:
+        return any(cls.__name__ == "OperationalError" for cls in type(error).__mro__)
+    return sqlstate in _CONNECTION_ENDED or sqlstate.startswith("08")
 
 
 def first_line(text: str, default: str = "") -> str:

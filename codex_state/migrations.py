@@ -127,6 +127,9 @@ def migration_connection(target: Engine | str) -> Iterator[Connection]:
                 conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
                     if not sqlite:
+                        # Another process's migration may hold the lock (and DDL may wait for
+                        # tables) longer than the runtime's lock_timeout: wait as before.
+                        conn.execute(text("SET LOCAL lock_timeout = 0"))
                         conn.execute(
                             text("SELECT pg_advisory_xact_lock(:key)"),
                             {"key": _PG_MIGRATION_LOCK_KEY},

@@ -14,9 +14,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from functools import partial
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -26,12 +26,21 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from codex_state.clock import Clock
-from codex_state.engine import WRITE_SESSION_OPTIONS, is_sqlite_memory, make_engine, parse_url
-from codex_state.errors import StateDbOpenError, StateError, translate_db_errors
+from codex_state.engine import (
+    POOL_TIMEOUT_SECONDS,
+    POSTGRESQL_LOCK_TIMEOUT_SECONDS,
+    WRITE_SESSION_OPTIONS,
+    EngineSettings,
+    is_sqlite_memory,
+    make_engine,
+    parse_url,
+)
+from codex_state.errors import StateDbOpenError, StateError, connection_lost, translate_db_errors
 from codex_state.metrics import METRIC_DB_INIT, Metrics, count
 from codex_state.migrations import ensure_schema
 from codex_state.operations import Operation, Operations
 from codex_state.paths import remove_legacy_state_files, state_db_path
+from codex_state.pool import FairLock
 from codex_state.repositories.base import Repository
 from codex_state.repositories.threads import ThreadRepository
 
@@ -41,6 +50,8 @@ RETRY_SECONDS = 30.0
 """How long a unit of work is rerun while the database is busy."""
 
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_RETRY_PAUSE = 0.01
+_RECONNECT_PAUSE_MAX = 0.5  # a lost connection's reruns back off to this
 
 T = TypeVar("T")
 RepositoryT = TypeVar("RepositoryT", bound=Repository)
@@ -75,6 +86,14 @@ class StateRuntime(Operations):
         self._serial: AbstractContextManager[object] = (
             threading.RLock() if is_sqlite_memory(engine.url) else nullcontext()
         )
+        # A SQLite file's write units queue here, in arrival order, before BEGIN IMMEDIATE:
+        # SQLite's busy handler sleeps and retries, so a writer could lose to newcomers for
+        # seconds (docs/architecture.md, "Faults"). Caller Sessions do not take it.
+        self._writer: AbstractContextManager[object] = (
+            FairLock("this process's other SQLite writers", RETRY_SECONDS)
+            if engine.dialect.name == "sqlite" and not is_sqlite_memory(engine.url)
+            else nullcontext()
+        )
         self._closed = False
 
     # ----------------------------------------------------------------------------- lifecycle
@@ -87,11 +106,15 @@ class StateRuntime(Operations):
         *,
         metrics: Metrics | None = None,
         clock: Clock | None = None,
+        pool_size: int | None = None,
+        pool_timeout: float = POOL_TIMEOUT_SECONDS,
     ) -> Self:
         """Open (creating and migrating) `<codex_home>/state_4.sqlite`.
 
         The directory is created if needed and legacy state files in it are removed first.
+        `pool_size` (at most 5) and `pool_timeout` are as for `from_url`.
         """
+        settings = EngineSettings(pool_size=pool_size, pool_timeout=pool_timeout)
         home = Path(codex_home).expanduser()
         path = state_db_path(home)
         try:
@@ -104,7 +127,7 @@ class StateRuntime(Operations):
             count(metrics, METRIC_DB_INIT, {"status": "open_error"})
             raise StateDbOpenError(f"cannot use codex home {home}: {err}") from err
         url = URL.create("sqlite", database=str(path))
-        runtime = cls._open(url, str(path), default_provider, home, metrics, clock)
+        runtime = cls._open(url, str(path), default_provider, home, metrics, clock, settings)
         if not existed:
             count(metrics, METRIC_DB_INIT, {"status": "created"})
         return runtime
@@ -117,15 +140,28 @@ class StateRuntime(Operations):
         *,
         metrics: Metrics | None = None,
         clock: Clock | None = None,
+        pool_size: int | None = None,
+        pool_timeout: float = POOL_TIMEOUT_SECONDS,
+        lock_timeout: float = POSTGRESQL_LOCK_TIMEOUT_SECONDS,
     ) -> Self:
-        """Open any SQLAlchemy URL (`sqlite://`, `sqlite:///path`, `postgresql+psycopg://...`)."""
+        """Open any SQLAlchemy URL (`sqlite://`, `sqlite:///path`, `postgresql+psycopg://...`).
+
+        Args:
+            pool_size: connections kept open (default 5; PostgreSQL opens up to as many again
+                under load; at most 5 on a SQLite file).
+            pool_timeout: seconds a call waits for a pooled connection (default 30).
+            lock_timeout: PostgreSQL: seconds a statement waits for a row lock another
+                transaction holds (default 5; 0 waits forever). A claim that could not get its
+                row answers `skipped_running`; other calls raise `LockTimeoutError`.
+        """
         try:
+            settings = EngineSettings(pool_size, pool_timeout, lock_timeout)
             parsed = parse_url(url)
         except StateDbOpenError:
             count(metrics, METRIC_DB_INIT, {"status": "open_error"})
             raise
         shown = parsed.render_as_string(hide_password=True)
-        runtime = cls._open(parsed, shown, default_provider, None, metrics, clock)
+        runtime = cls._open(parsed, shown, default_provider, None, metrics, clock, settings)
         if runtime._created:
             count(metrics, METRIC_DB_INIT, {"status": "created"})
         return runtime
@@ -139,10 +175,11 @@ class StateRuntime(Operations):
         codex_home: Path | None,
         metrics: Metrics | None,
         clock: Clock | None,
+        settings: EngineSettings,
     ) -> Self:
         engine: Engine | None = None
         try:
-            engine = make_engine(url)
+            engine = make_engine(url, settings)
             created = ensure_schema(engine)
         except StateError:
             count(metrics, METRIC_DB_INIT, {"status": "open_error"})
@@ -257,10 +294,15 @@ class StateRuntime(Operations):
 
     def _transact(self, action: str, work: Callable[[Session], T], write: bool) -> T:
         deadline: float | None = None
+        pause = _RETRY_PAUSE
         while True:
             self._check_open()
             try:
-                with self._serial, self._sessions[write]() as session:
+                with (
+                    self._serial,
+                    self._writer if write else nullcontext(),
+                    _Closing(self._sessions[write](), action) as session,
+                ):
                     result = work(session)
                     if write:
                         with translate_db_errors(action):
@@ -268,13 +310,16 @@ class StateRuntime(Operations):
                     return result
             except (StateError, DBAPIError) as err:
                 # A repository's errors arrive translated, a caller's own statements' raw.
-                if not _is_retryable(err if isinstance(err, DBAPIError) else err.__cause__):
+                cause = err if isinstance(err, DBAPIError) else err.__cause__
+                if not _is_retryable(cause):
                     raise
                 now = time.monotonic()
                 deadline = deadline or now + RETRY_SECONDS
                 if now >= deadline:
                     raise
-            time.sleep(0.01)
+                if _is_disconnect(cause):  # the server may be restarting: back off
+                    pause = min(pause * 2, _RECONNECT_PAUSE_MAX)
+            time.sleep(pause)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -287,7 +332,38 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+class _Closing(AbstractContextManager[Session]):
+    """Close the unit's Session on the way out, its errors translated: a read's closing
+    ROLLBACK is where a lost connection often shows, and it must not escape raw."""
+
+    def __init__(self, session: Session, action: str) -> None:
+        self._session, self._action = session, action
+
+    def __enter__(self) -> Session:
+        return self._session
+
+    def __exit__(self, *exc_info: object) -> None:
+        with translate_db_errors(self._action):
+            self._session.close()
+
+
+def _is_disconnect(cause: BaseException | None) -> bool:
+    """The unit's connection was lost (SQLAlchemy invalidated it) or could not be opened.
+
+    Rerunning is safe before COMMIT (the server rolled the transaction back with the
+    connection). A connection lost during COMMIT leaves its outcome unknown; the rerun then
+    meets the first attempt's effect if it committed, which every write here tolerates: a claim
+    answers `skipped_running`, a guarded finish or renew `False`, upserts write the same values
+    (only `insert_log(s)` may store a batch twice). See docs/architecture.md, "Faults".
+    """
+    if isinstance(cause, DBAPIError) and cause.connection_invalidated:
+        return True
+    return cause is not None and connection_lost(cause)
+
+
 def _is_retryable(cause: BaseException | None) -> bool:
+    if _is_disconnect(cause):
+        return True
     error = cause.orig if isinstance(cause, DBAPIError) else cause
     if isinstance(error, sqlite3.OperationalError):
         message = str(error).lower()

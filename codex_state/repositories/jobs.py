@@ -27,6 +27,7 @@ from codex_state.dialect import dialect_insert
 from codex_state.models import Phase1ClaimKind, Phase1JobClaimOutcome, parse_thread_id
 from codex_state.orm import Int64, memory_phase1_jobs
 from codex_state.repositories.base import Repository, translated
+from codex_state.repositories.lock_waits import lock_timeout_answers
 from codex_state.repositories.memories import (
     JOB_RUNNING,
     THREAD_CWD_LOCKED,
@@ -122,6 +123,8 @@ class Phase1JobRepository(Repository):
     __slots__ = ()
 
     @translated
+    # Another transaction held the row past lock_timeout (PostgreSQL): it is running elsewhere.
+    @lock_timeout_answers(lambda: Phase1JobClaimOutcome(kind=Phase1ClaimKind.SKIPPED_RUNNING))
     def try_claim_phase1_job(
         self,
         thread_id: uuid.UUID | str,
@@ -135,7 +138,9 @@ class Phase1JobRepository(Repository):
 
         Claimed (with a fresh ownership token) when there is no job, the running lease is older
         than `lease_seconds`, or the job succeeded on older input. Losing a race to another
-        claimer is `skipped_running`, never an error.
+        claimer is `skipped_running`, never an error, and so is a row another transaction
+        holds for longer than PostgreSQL's `lock_timeout` (the caller's transaction stays
+        usable: see `codex_state.repositories.lock_waits`).
 
         Raises:
             ThreadNotFoundError: no thread has this id.
