@@ -14,7 +14,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from codex_state.errors import InvalidInputError, StateDbOpenError, connection_lost
+from codex_state.errors import InvalidInputError, StateDbOpenError
 from codex_state.pool import FairQueuePool
 
 WRITE_OPTION = "codex_state_write"
@@ -129,7 +129,7 @@ def make_engine(url: str | URL, settings: EngineSettings | None = None) -> Engin
 
 
 def _postgresql_engine(url: URL, settings: EngineSettings) -> Engine:
-    """A fair pool without pre-ping, a bounded lock wait, and connection loss recognised.
+    """A fair pool without pre-ping, and a bounded lock wait.
 
     No `pool_pre_ping`: it cost a round trip on every checkout (about 55 us of a 300 us renew
     here), and a connection that died in the pool now surfaces as an invalidated-connection
@@ -143,32 +143,13 @@ def _postgresql_engine(url: URL, settings: EngineSettings) -> Engine:
     if isinstance(given := url.query.get("options"), str):
         options = f"{options} {given}"
     url = url.update_query_dict({"options": options})
-    engine = create_engine(
+    return create_engine(
         url,
         poolclass=FairQueuePool,
         pool_size=size,
         max_overflow=size,
         pool_timeout=settings.pool_timeout,
     )
-    _recognise_connection_loss(engine)
-    return engine
-
-
-def _recognise_connection_loss(engine: Engine) -> None:
-    """Count every lost connection as a disconnect, so SQLAlchemy invalidates it at once.
-
-    psycopg's dialect only recognises a connection it already knows is broken; the first error
-    after `pg_terminate_backend` (57P01) or a dead socket can arrive before it knows, and then
-    the pool tries to reset the dead connection and logs a traceback. An instance attribute,
-    not a `handle_error` listener: engine events switch on per-statement dispatch.
-    """
-    dialect = engine.dialect
-    is_disconnect = dialect.is_disconnect
-
-    def recognising(error: Any, connection: Any, cursor: Any) -> bool:
-        return is_disconnect(error, connection, cursor) or connection_lost(error)
-
-    dialect.is_disconnect = recognising  # type: ignore[method-assign,assignment]
 
 
 def _sqlite_engine(url: URL, settings: EngineSettings) -> Engine:
