@@ -14,9 +14,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from functools import partial
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
