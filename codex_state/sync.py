@@ -291,6 +291,7 @@ def watch_codex_home(
     *,
     interval: float = DEFAULT_WATCH_INTERVAL,
     stop: threading.Event | None = None,
+    reindex: bool = False,
     lease_seconds: int = BACKFILL_LEASE_SECONDS,
     owner: str | None = None,
     on_sync: Callable[[BackfillStats], None] | None = None,
@@ -308,6 +309,7 @@ def watch_codex_home(
     Args:
         interval: seconds between polls (positive).
         stop: set it (from another thread) to end the watch after the current poll.
+        reindex: make the first sync read every file.
         on_sync: called with the first sync's stats, before polling starts.
 
     Returns:
@@ -323,7 +325,9 @@ def watch_codex_home(
     home = resolve_home(runtime, codex_home)
     owner = owner or new_owner()
     stop = stop if stop is not None else threading.Event()
-    first = sync_codex_home(runtime, home, lease_seconds=lease_seconds, owner=owner)
+    first = sync_codex_home(
+        runtime, home, reindex=reindex, lease_seconds=lease_seconds, owner=owner
+    )
     if on_sync is not None:
         on_sync(first)
     watcher = _Watcher(runtime, home, owner, lease_seconds)

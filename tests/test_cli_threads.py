@@ -56,7 +56,8 @@ def test_backfill_then_threads_table(home: Path, capsys: pytest.CaptureFixture[s
 
     code, out, _ = run(home, "backfill", capsys=capsys)
     assert code == 0
-    assert "indexed 5 of 5 rollout files" in out and "(0 failed); backfill complete" in out
+    assert out.startswith(f"indexed 5 of 5 rollout files from {home} (0 failed); ")
+    assert out.endswith("; backfill complete\n") and len(out.splitlines()) == 1
 
     code, out, err = run(home, "threads", capsys=capsys)
     assert code == 0 and err == ""
@@ -66,10 +67,10 @@ def test_backfill_then_threads_table(home: Path, capsys: pytest.CaptureFixture[s
     assert "Bump the HTTP client to 0.28 and fix what breaks" in lines[1]
     assert lines[2].split()[3:5] == ["vscode", "azure"]
 
-    code, out, _ = run(home, "backfill", capsys=capsys)
-    assert code == 0 and "already complete" in out
+    code, out, _ = run(home, "backfill", capsys=capsys)  # a sync: nothing changed, nothing read
+    assert code == 0 and "indexed 0 of 5 rollout files" in out and "; 5 unchanged, " in out
     code, out, _ = run(home, "backfill", "--reindex", capsys=capsys)
-    assert code == 0 and "indexed 5 of 5" in out
+    assert code == 0 and "indexed 5 of 5" in out and "; 0 unchanged, " in out
 
 
 def test_threads_filters_sort_limit_and_json(
