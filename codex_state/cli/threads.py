@@ -135,9 +135,14 @@ def _run_backfill(args: argparse.Namespace) -> int:
 
 
 def _summary(verb: str, stats: BackfillStats, home: Path, runtime: StateRuntime) -> str:
-    """One line: what was read, skipped and counted, and the backfill status (read back from
-    the database, so a broken database fails here rather than being reported complete)."""
+    """One line: what was read, skipped and counted, and the backfill status.
+
+    The status and a thread id are read back from the database, so a broken one (a dropped
+    table, a file overwritten) fails here even when the sync had nothing to write, rather
+    than being reported complete.
+    """
     status = runtime.get_backfill_state().status
+    runtime.list_thread_ids(1)
     appended = f", {stats.appended} appended" if stats.appended else ""
     return (
         f"{verb} {stats.upserted} of {stats.scanned} rollout files from "
