@@ -25,11 +25,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from codex_state.backfill import (
     BACKFILL_BATCH_SIZE,
@@ -91,15 +91,22 @@ DEFAULT_WATCH_INTERVAL = 2.0
 _PREFIX = "rollout-"
 
 
-@dataclass(frozen=True, slots=True)
-class SeenFile:
-    """A rollout file as one stat saw it: `path` is absolute, `watermark` home-relative."""
+class SeenFile(NamedTuple):
+    """A rollout file as one stat saw it (a tuple: a home holds thousands)."""
 
     path: str
-    watermark: str
+    """Absolute."""
     archived: bool
     size: int
     mtime_ns: int
+    start: int
+    """Where the home-relative part of `path` begins."""
+
+    @property
+    def watermark(self) -> str:
+        """The path relative to the home, with `/` separators."""
+        relative = self.path[self.start :]
+        return relative if os.sep == "/" else relative.replace(os.sep, "/")
 
     def rollout(self) -> RolloutFile:
         return RolloutFile(Path(self.path), self.watermark, self.archived)
@@ -110,16 +117,23 @@ def scan_rollout_files(codex_home: str | os.PathLike[str]) -> list[SeenFile]:
 
     The same rules (`sessions/` and `archived_sessions/` recursively, symlinked directories
     not followed, `X.jsonl.zst` dropped beside `X.jsonl`) on `os.scandir` and plain strings:
-    about 5 ms for 2,000 files where the pathlib walk and a stat each take about 45 ms, which
-    is most of what a sync that finds little to do costs.
+    about 5 ms for 2,000 files where the pathlib walk and a stat each take about 45 ms.
     """
     root = os.fspath(codex_home)
-    seen: list[SeenFile] = []
+    start = len(root) + 1
+    seen = [
+        SeenFile(path, archived, size, mtime, start) for path, archived, size, mtime in _walk(root)
+    ]
+    seen.sort(key=lambda file: file.watermark)
+    return seen
+
+
+def _walk(root: str) -> Iterator[tuple[str, bool, int, int]]:
+    """`(path, archived, size, mtime_ns)` of each rollout file under `root`, in no order."""
     for subdir, archived in ((SESSIONS_SUBDIR, False), (ARCHIVED_SESSIONS_SUBDIR, True)):
         plain: set[str] = set()
-        compressed: list[SeenFile] = []
+        compressed: list[tuple[str, bool, int, int]] = []
         stack = [os.path.join(root, subdir)]
-        start = len(root) + 1
         while stack:
             try:
                 entries = os.scandir(stack.pop())
@@ -137,18 +151,62 @@ def scan_rollout_files(codex_home: str | os.PathLike[str]) -> list[SeenFile]:
                         except OSError:
                             continue
                         path = entry.path
-                        watermark = path[start:].replace(os.sep, "/")
-                        found = SeenFile(path, watermark, archived, stat.st_size, stat.st_mtime_ns)
                         if is_plain:
                             plain.add(path)
-                            seen.append(found)
+                            yield path, archived, stat.st_size, stat.st_mtime_ns
                         else:
-                            compressed.append(found)
+                            compressed.append((path, archived, stat.st_size, stat.st_mtime_ns))
                     elif entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
-        seen.extend(file for file in compressed if file.path[: -len(".zst")] not in plain)
-    seen.sort(key=lambda file: file.watermark)
-    return seen
+        for found in compressed:
+            if found[0][: -len(".zst")] not in plain:
+                yield found
+
+
+@dataclass(slots=True)
+class _Scan:
+    """A home compared with its records: what to read, and what else is there."""
+
+    changed: list[SeenFile]
+    """Files to read, in watermark order."""
+    paths: set[str]
+    """Every rollout file found."""
+    last: str | None
+    """The greatest storable watermark."""
+
+
+def _scan(
+    home: Path,
+    known: Mapping[str, tuple[int, int]],
+    tally: Tally,
+    *,
+    reindex: bool,
+    warned: set[str] | None = None,
+) -> _Scan:
+    """One stat per file and a dictionary look-up; a `SeenFile` only for the changed ones
+    (building one per file and sorting them all measured 1.5 ms of a 6 ms scan of 2,000)."""
+    root = os.fspath(home)
+    start = len(root) + 1
+    changed: list[SeenFile] = []
+    paths: set[str] = set()
+    for path, archived, size, mtime_ns in _walk(root):
+        paths.add(path)
+        if not reindex and known.get(path) == (size, mtime_ns):
+            tally.unchanged += 1
+        elif not storable_path(path):
+            if warned is None or path not in warned:
+                skip_unstorable(path, tally)
+                if warned is not None:
+                    warned.add(path)
+        else:
+            changed.append(SeenFile(path, archived, size, mtime_ns, start))
+    changed.sort(key=lambda file: file.watermark)
+    tally.scanned += len(paths)
+    last = max(paths, default=None)
+    if last is not None and not storable_path(last):
+        last = max(filter(storable_path, paths), default=None)
+    watermark = None if last is None else SeenFile(last, False, 0, 0, start).watermark
+    return _Scan(changed, paths, watermark)
 
 
 def sync_codex_home(
@@ -180,17 +238,15 @@ def sync_codex_home(
     check_batch_size(batch_size)
     owner = owner or new_owner()
     tally = Tally()
-    seen = scan_rollout_files(home)
-    tally.scanned = len(seen)
     state, known = runtime.run_in_transaction(
         lambda s: (
             runtime.repository(BackfillRepository, s).get_backfill_state(),
-            runtime.repository(RolloutFileRepository, s).get_rollout_files(str(home)),
+            runtime.repository(RolloutFileRepository, s).get_rollout_file_stats(str(home)),
         )
     )
-    changed = _changed(seen, known, tally, reindex=reindex)
-    present = {file.path for file in seen}
-    gone = [path for path in known if path not in present]
+    scan = _scan(home, known, tally, reindex=reindex)
+    changed = scan.changed
+    gone = [path for path in known if path not in scan.paths]
     complete = state.status is BackfillStatus.COMPLETE
     if complete and not changed and not gone:
         return tally.stats()  # nothing to do: no lease, no write
@@ -198,7 +254,7 @@ def sync_codex_home(
         progress(BackfillProgress(0, len(changed), 0, tally.failed))
     _claim_for_sync(runtime, owner, lease_seconds, complete)
     with holding_lease(runtime, owner):
-        last = _last_watermark(seen)
+        last = scan.last
         if not changed:
             forget = partial(_forget, runtime=runtime, paths=gone)
             write_unit(runtime, owner, forget, watermark=last, complete=True)
@@ -220,34 +276,6 @@ def sync_codex_home(
     return tally.stats()
 
 
-def _changed(
-    seen: Sequence[SeenFile],
-    known: dict[str, RolloutFileRecord],
-    tally: Tally,
-    *,
-    reindex: bool,
-    warned: set[str] | None = None,
-) -> list[SeenFile]:
-    changed: list[SeenFile] = []
-    for file in seen:
-        record = known.get(file.path)
-        if (
-            not reindex
-            and record is not None
-            and record.size == file.size
-            and record.mtime_ns == file.mtime_ns
-        ):
-            tally.unchanged += 1
-        elif not storable_path(file.path):
-            if warned is None or file.path not in warned:
-                skip_unstorable(file.path, tally)
-                if warned is not None:
-                    warned.add(file.path)
-        else:
-            changed.append(file)
-    return changed
-
-
 def _claim_for_sync(
     runtime: StateRuntime, owner: str, lease_seconds: int, complete: bool
 ) -> BackfillState:
@@ -260,13 +288,6 @@ def _claim_for_sync(
     if claimed is None:
         raise lease_busy(lease_seconds)
     return claimed
-
-
-def _last_watermark(seen: Sequence[SeenFile]) -> str | None:
-    for file in reversed(seen):
-        if storable_path(file.watermark):
-            return file.watermark
-    return None
 
 
 def _store(
@@ -358,6 +379,7 @@ class _Watcher:
     lease_seconds: int
     tally: Tally = field(default_factory=Tally)
     known: dict[str, RolloutFileRecord] = field(default_factory=dict)
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict)
     warned: set[str] = field(default_factory=set)
 
     def load(self) -> None:
@@ -366,13 +388,13 @@ class _Watcher:
                 str(self.home)
             )
         )
+        self.stats = {path: (r.size, r.mtime_ns) for path, r in self.known.items()}
 
     def poll(self) -> None:
-        seen = scan_rollout_files(self.home)
         tally = Tally()
-        changed = _changed(seen, self.known, tally, reindex=False, warned=self.warned)
-        present = {file.path for file in seen}
-        gone = [path for path in self.known if path not in present]
+        scan = _scan(self.home, self.stats, tally, reindex=False, warned=self.warned)
+        changed = scan.changed
+        gone = [path for path in self.known if path not in scan.paths]
         if not changed and not gone:
             return
         state = self.runtime.get_backfill_state()
@@ -393,15 +415,16 @@ class _Watcher:
                     reads.append(read_whole(file.rollout(), self.runtime.default_provider, tally))
             work = partial(self._write, reads=reads, appends=appends, gone=gone)
             tally.upserted += write_unit(
-                self.runtime, self.owner, work, watermark=_last_watermark(seen), complete=True
+                self.runtime, self.owner, work, watermark=scan.last, complete=True
             )
         tally.unchanged = 0  # a poll counts what it read, not the whole home again
         tally.removed = len(gone)
         for path in gone:
-            del self.known[path]
+            del self.known[path], self.stats[path]
         for record in [read.record for read in reads] + [append.record for append in appends]:
             if record is not None:
                 self.known[record.path] = record
+                self.stats[record.path] = (record.size, record.mtime_ns)
         self.tally.add(tally.stats())
 
     def _read_appended(self, file: SeenFile, tally: Tally) -> _Append | None:
