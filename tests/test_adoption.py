@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from codex_state import BackfillStatus, SchemaMismatchError, StateRuntime, state_db_path
 from codex_state.errors import NewerCodexDatabaseError
@@ -62,6 +63,12 @@ def test_codex_database_is_adopted_with_every_row(codex_home: Path) -> None:
             }
         assert version == HEAD_REVISION
         assert "ix_cs_threads_archived_created" in tables
+        assert (
+            runtime.run_in_transaction(  # our own table, added by revision 0003
+                lambda s: s.execute(text("SELECT COUNT(*) FROM rollout_files")).scalar()
+            )
+            == 0
+        )
 
     assert _count(path, "threads") == 1
     assert _count(path, "logs") == 1
