@@ -275,9 +275,27 @@ class BackfillState(_Value):
 
 
 class BackfillStats(_Value):
+    """What a backfill, sync or watch did.
+
+    `scanned` files were considered: `upserted` of them were read into a thread row,
+    `failed` could not be read or parsed (or their path cannot be stored), and `unchanged`
+    were not read because their size and mtime match what was last read. `appended` counts
+    reads of only the lines appended to a file (`--watch`), `removed` the records dropped for
+    files that are gone (their threads stay). The last four are totals over the files read:
+    broken lines skipped, lines of types this version does not know, dynamic tools that
+    cannot be stored, and NUL or lone-surrogate characters replaced by U+FFFD.
+    """
+
     scanned: int = 0
     upserted: int = 0
     failed: int = 0
+    unchanged: int = 0
+    appended: int = 0
+    removed: int = 0
+    parse_errors: int = 0
+    unknown_types: int = 0
+    skipped_tools: int = 0
+    replaced_characters: int = 0
 
 
 class LogEntry(_Value):

@@ -231,6 +231,25 @@ class BackfillStateRow(Base):
     __table_args__ = (CheckConstraint("id = 1", name="singleton"),)
 
 
+class RolloutFileRow(Base):
+    """Ours (revision 0003): what the index last read of each rollout file, for the sync.
+
+    `size` and `mtime_ns` are the file's as stat'ed just before it was read, so a file whose
+    pair still matches is not read again. `indexed_size` is the byte offset up to which its
+    lines were applied (the end of its last complete line), where `--watch` resumes reading
+    an appended file. `thread_id` is NULL for a file that could not be read or parsed.
+    """
+
+    __tablename__ = "rollout_files"
+
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    size: Mapped[int] = mapped_column(Int64)
+    mtime_ns: Mapped[int] = mapped_column(Int64)
+    indexed_size: Mapped[int] = mapped_column(Int64)
+    thread_id: Mapped[str | None] = mapped_column(Text)
+    indexed_at: Mapped[int] = mapped_column(Int64)
+
+
 threads = cast(Table, ThreadRow.__table__)
 logs = cast(Table, LogRowRecord.__table__)
 thread_dynamic_tools = cast(Table, ThreadDynamicToolRow.__table__)
@@ -240,6 +259,7 @@ memory_scope_dirty = cast(Table, MemoryScopeDirtyRow.__table__)
 memory_phase2_jobs = cast(Table, Phase2JobRow.__table__)
 memory_consolidation_locks = cast(Table, ConsolidationLockRow.__table__)
 backfill_state = cast(Table, BackfillStateRow.__table__)
+rollout_files = cast(Table, RolloutFileRow.__table__)
 
 SEED_TABLES = (
     "threads",
