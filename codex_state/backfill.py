@@ -33,15 +33,12 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
 from codex_state.arguments import check_thread_metadata
 from codex_state.errors import (
     BackfillRunningError,
     InvalidInputError,
     RolloutReadError,
     StateError,
-    translate_db_errors,
 )
 from codex_state.models import (
     BackfillState,
@@ -50,7 +47,6 @@ from codex_state.models import (
     DynamicToolSpec,
     ThreadMetadata,
 )
-from codex_state.orm import backfill_state
 from codex_state.repositories.backfill import BackfillRepository
 from codex_state.repositories.rollout_files import RolloutFileRecord, RolloutFileRepository
 from codex_state.repositories.threads import ThreadRepository
@@ -58,7 +54,6 @@ from codex_state.rollout import extract_metadata_from_rollout
 from codex_state.rollout.discovery import ARCHIVED_SESSIONS_SUBDIR as ARCHIVED_SESSIONS_SUBDIR
 from codex_state.rollout.discovery import COMPRESSED_ROLLOUT_SUFFIX, RolloutFile, find_rollout_files
 from codex_state.rollout.discovery import SESSIONS_SUBDIR as SESSIONS_SUBDIR
-from codex_state.statements import Prepared
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -165,9 +160,6 @@ def lease_busy(lease_seconds: int) -> BackfillRunningError:
     )
 
 
-_lease_owner = Prepared(select(backfill_state.c.lease_owner).where(backfill_state.c.id == 1))
-
-
 def claim_lease(
     runtime: StateRuntime, owner: str, lease_seconds: int, *, reindex: bool
 ) -> BackfillState | None:
@@ -184,9 +176,7 @@ def claim_lease(
         claimed = repository.try_claim_backfill(owner, lease_seconds, reindex=reindex)
         if claimed is not None:
             return claimed
-        with translate_db_errors("try_claim_backfill"):
-            row = _lease_owner.first(session, {})
-        holder = None if row is None else row[0]
+        holder = repository.get_backfill_lease_owner()
         if (
             isinstance(holder, str)
             and holder != owner

@@ -11,6 +11,7 @@ from codex_state.repositories.consolidation import ConsolidationRepository
 from codex_state.repositories.jobs import Phase1JobRepository
 from codex_state.repositories.logs import LogRepository
 from codex_state.repositories.memories import MemoryRepository
+from codex_state.repositories.rollout_files import RolloutFileRepository
 from codex_state.repositories.threads import ThreadRepository
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "MemoryRepository",
     "Phase1JobRepository",
     "Repository",
+    "RolloutFileRepository",
     "ThreadRepository",
 ]
