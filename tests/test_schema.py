@@ -50,7 +50,9 @@ def test_upgrade_downgrade_upgrade_round_trip(backend: Backend) -> None:
         run_alembic(conn, "upgrade", "head")
     with engine.connect() as conn:
         assert set(SEED_TABLES) <= set(inspect(conn).get_table_names())
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert (
+            conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+        )
     assert runtime.get_backfill_state().status == "pending"
 
 

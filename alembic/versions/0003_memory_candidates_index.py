@@ -1,0 +1,39 @@
+"""A partial index that serves phase-1 candidate selection.
+
+`list_phase1_candidates` walks the unarchived threads that have a first user message, newest
+`updated_at` first, filtering on `source` (and reading `cwd` for the per-thread cwd scope), and
+stops once it has found `limit` threads whose job is claimable. This partial index holds exactly
+those threads, in that order, with the columns the walk reads, so the walk (and its scan-limit
+bound) never reads a table row of a thread it skips: an index-only walk on SQLite and
+PostgreSQL alike, plus one primary-key probe of `memory_phase1_jobs` per thread.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-28
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+CANDIDATE_THREADS = "archived = 0 AND first_user_message <> ''"
+
+
+def upgrade() -> None:
+    op.create_index(
+        "ix_cs_threads_memory_candidates",
+        "threads",
+        [sa.text("updated_at DESC"), sa.text("id DESC"), "source", "cwd"],
+        sqlite_where=sa.text(CANDIDATE_THREADS),
+        postgresql_where=sa.text(CANDIDATE_THREADS),
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_cs_threads_memory_candidates", table_name="threads")
