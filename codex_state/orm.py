@@ -37,7 +37,7 @@ NAMING_CONVENTION = {
 }
 
 
-CANDIDATE_THREADS = "archived = 0 AND first_user_message <> ''"
+CANDIDATE_THREADS = "first_user_message <> ''"
 """The threads phase-1 candidate selection considers (the partial index of revision 0003)."""
 
 
@@ -82,10 +82,11 @@ class ThreadRow(Base):
         # so the keyset walk must be one index range scan, not a scan-then-sort.
         Index("ix_cs_threads_archived_created", "archived", created_at.desc(), id.desc()),
         Index("ix_cs_threads_archived_updated", "archived", updated_at.desc(), id.desc()),
-        # Ours (revision 0003): phase-1 candidate selection walks exactly these threads in this
-        # order, reading only these columns (an index-only walk).
+        # Ours (revision 0003): phase-1 candidate selection walks these threads in this order,
+        # reading only these columns (an index-only walk on PostgreSQL).
         Index(
             "ix_cs_threads_memory_candidates",
+            "archived",
             updated_at.desc(),
             id.desc(),
             "source",

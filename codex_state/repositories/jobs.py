@@ -15,8 +15,8 @@ The statements are `Prepared` and run in the Session's transaction; the affected
 the CAS verdict.
 
 **Candidate selection** (`list_phase1_candidates`) is one query: a walk of the partial index
-`ix_cs_threads_memory_candidates` (interactive, unarchived threads with a first user message,
-newest `updated_at` first) that keeps the threads whose job in the scope is claimable now,
+`ix_cs_threads_memory_candidates` (unarchived threads with a first user message, newest
+`updated_at` first) that keeps the threads whose job in the scope is claimable now,
 judged by a primary-key probe of `memory_phase1_jobs` with the same predicate a claim uses. It
 stops at `limit`.
 
@@ -184,8 +184,9 @@ def _blocking_job(source_updated_at: Any) -> Any:
     )
 
 
-# The partial index `ix_cs_threads_memory_candidates` has exactly this WHERE; the terms are
-# literals (not binds) so SQLite and PostgreSQL's generic plans can prove they match it.
+# `ix_cs_threads_memory_candidates` is (archived, updated_at DESC, id DESC, source, cwd) WHERE
+# first_user_message <> '': the terms are literals (not binds) so SQLite and PostgreSQL's
+# generic plans can prove the query matches the partial index.
 _CANDIDATE_THREADS = (
     _threads.archived == literal_column("0"),
     _threads.first_user_message != literal_column("''"),
