@@ -113,3 +113,77 @@ def race(
             if process.is_alive():
                 process.kill()
     return sorted(results, key=lambda report: report.worker)
+
+
+BATCH = 64
+
+
+def batch_claim_all(
+    url: str,
+    thread_ids: Sequence[str],
+    worker: int,
+    start: Barrier,
+    reports: Queue[Any],
+    batch: int,
+) -> None:
+    """Claim every job once, in batches of `batch`, in this worker's own shuffled order."""
+    report = ClaimReport(worker)
+    try:
+        runtime = StateRuntime.from_url(url, "contention")
+    except Exception as err:  # reported, not raised: the parent asserts on it
+        report.errors.append(f"open: {err!r}")
+        start.abort()
+        reports.put(report)
+        return
+    owner = uuid.uuid4()
+    try:
+        order = list(thread_ids)
+        random.Random(worker).shuffle(order)
+        start.wait(timeout=120)
+        began = time.perf_counter()
+        for first in range(0, len(order), batch):
+            chunk = [(thread_id, *SCOPE, 100) for thread_id in order[first : first + batch]]
+            report.attempts += len(chunk)
+            try:
+                outcomes = runtime.try_claim_phase1_jobs(chunk, owner, LEASE)
+            except Exception as err:
+                report.errors.append(repr(err))
+                continue
+            for (thread_id, *_), outcome in zip(chunk, outcomes, strict=True):
+                if outcome.ownership_token is not None:
+                    report.claims.append((thread_id, outcome.ownership_token))
+        report.seconds = time.perf_counter() - began
+    except Exception as err:
+        report.errors.append(repr(err))
+    finally:
+        runtime.close()
+        reports.put(report)
+
+
+def race_batches(
+    ctx: SpawnContext,
+    url: str,
+    thread_ids: Sequence[str],
+    *,
+    workers: int = WORKERS,
+    batch: int = BATCH,
+) -> list[ClaimReport]:
+    """Run `workers` `batch_claim_all` processes against the same jobs; collect their reports."""
+    reports: Queue[Any] = ctx.Queue()
+    start = ctx.Barrier(workers)
+    processes: list[BaseProcess] = [
+        ctx.Process(
+            target=batch_claim_all, args=(url, list(thread_ids), worker, start, reports, batch)
+        )
+        for worker in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        results = [reports.get(timeout=240) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    return sorted(results, key=lambda report: report.worker)
