@@ -187,3 +187,78 @@ def race_batches(
             if process.is_alive():
                 process.kill()
     return sorted(results, key=lambda report: report.worker)
+
+
+def drain(
+    url: str,
+    worker: int,
+    start: Barrier,
+    reports: Queue[Any],
+    batch: int,
+    single: bool,
+) -> None:
+    """Take jobs as a queue consumer would until none is left: list the claimable candidates
+    of `SCOPE` and claim them, in one batch (`try_claim_phase1_jobs`) or one by one."""
+    report = ClaimReport(worker)
+    try:
+        runtime = StateRuntime.from_url(url, "contention")
+    except Exception as err:
+        report.errors.append(f"open: {err!r}")
+        start.abort()
+        reports.put(report)
+        return
+    owner = uuid.uuid4()
+    try:
+        start.wait(timeout=120)
+        began = time.perf_counter()
+        misses = 0
+        while misses < 3:
+            candidates = runtime.list_phase1_candidates(
+                *SCOPE, max_age_seconds=10**10, sources=[], limit=batch, lease_seconds=LEASE
+            )
+            if not candidates:
+                break
+            report.attempts += len(candidates)
+            if single:
+                outcomes = [
+                    runtime.try_claim_phase1_job(
+                        c.thread_id, *SCOPE, owner, c.source_updated_at, LEASE
+                    )
+                    for c in candidates
+                ]
+            else:
+                outcomes = runtime.try_claim_phase1_jobs(candidates, owner, LEASE)
+            won = 0
+            for c, outcome in zip(candidates, outcomes, strict=True):
+                if outcome.ownership_token is not None:
+                    report.claims.append((str(c.thread_id), outcome.ownership_token))
+                    won += 1
+            misses = 0 if won else misses + 1
+        report.seconds = time.perf_counter() - began
+    except Exception as err:
+        report.errors.append(repr(err))
+    finally:
+        runtime.close()
+        reports.put(report)
+
+
+def race_drain(
+    ctx: SpawnContext, url: str, *, workers: int = WORKERS, batch: int = BATCH, single: bool
+) -> list[ClaimReport]:
+    """Run `workers` `drain` processes on the same queue of jobs; collect their reports."""
+    reports: Queue[Any] = ctx.Queue()
+    start = ctx.Barrier(workers)
+    processes: list[BaseProcess] = [
+        ctx.Process(target=drain, args=(url, worker, start, reports, batch, single))
+        for worker in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        results = [reports.get(timeout=600) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    return sorted(results, key=lambda report: report.worker)

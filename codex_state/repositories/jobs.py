@@ -222,19 +222,26 @@ def _candidates_statement(per_thread_cwd: bool, sources: int, windowed: bool) ->
         )
         conditions.append(_threads.updated_at >= func.coalesce(bound, since))
     scope_key = _threads.cwd if per_thread_cwd else bindparam("p_scope_key", type_=Text)
+    # One probe of the thread's jobs per thread walked, whatever the statistics say. A scalar
+    # subquery, not NOT EXISTS: PostgreSQL may turn NOT EXISTS into an anti-join of its choosing
+    # (seen with a fresh table's missing statistics: every job of the scope materialized and
+    # rescanned per thread). The scope columns are compared as expressions (`|| ''`), which no
+    # index serves, so the probe cannot go through `idx_memory_phase1_jobs_scope` (every job of
+    # the scope) and must take the primary key's `thread_id` prefix (the thread's few jobs).
     blocking = (
-        select(_jobs.thread_id)
+        select(literal(1, Integer))
         .where(
             _jobs.thread_id == _threads.id,
-            _jobs.scope_kind == bindparam("p_scope_kind", type_=Text),
-            _jobs.scope_key == scope_key,
+            _jobs.scope_kind.concat(literal_column("''")) == bindparam("p_scope_kind", type_=Text),
+            _jobs.scope_key.concat(literal_column("''")) == scope_key,
             _blocking_job(_threads.updated_at),
         )
-        .exists()
+        .scalar_subquery()
     )
+    claimable = func.coalesce(blocking, literal(0, Integer)) == literal(0, Integer)
     return Prepared(
         select(_threads.id, _threads.updated_at, _threads.cwd)
-        .where(*conditions, _threads.id != bindparam("p_exclude", type_=Text), ~blocking)
+        .where(*conditions, _threads.id != bindparam("p_exclude", type_=Text), claimable)
         .order_by(_threads.updated_at.desc(), _threads.id.desc())
         .limit(bindparam("p_limit", type_=Integer))
     )
@@ -279,9 +286,45 @@ def _same_job(table: Any, i: Any) -> Any:
     )
 
 
+def _probe_job(table: Any, i: Any) -> Any:
+    """`_same_job` for a per-row probe on PostgreSQL: the scope columns as expressions, so
+    the planner cannot read the job through `idx_memory_phase1_jobs_scope` (every job of the
+    scope) and takes the primary key's `thread_id` prefix, whatever its statistics say."""
+    empty: Any = literal_column("''")
+    return and_(
+        table.c.thread_id == i.c.thread_id,
+        table.c.scope_kind.concat(empty) == i.c.scope_kind,
+        table.c.scope_key.concat(empty) == i.c.scope_key,
+    )
+
+
+# On PostgreSQL every per-candidate lookup is a LATERAL subquery with LIMIT 1 (never pulled
+# up into a join): a parameterized index probe per candidate. With plain joins, a table whose
+# statistics are missing or stale (a fresh database filling fast) got hash joins over every
+# job and every thread per batch. SQLite's planner already probes the indexes per row.
+
+
+def _thread_probe(i: Any, *, lock: bool) -> Any:
+    probe = select(threads.c.id).where(threads.c.id == i.c.thread_id).limit(1)
+    if lock:
+        probe = probe.with_for_update(read=True, key_share=True, skip_locked=True)
+    return probe.lateral("t")
+
+
 def _build_batch_read(dialect: str) -> Any:
     """Per candidate: its order, whether its thread exists, and its job's current state."""
     i = _batch_input(dialect)
+    if dialect == "postgresql":
+        thread = _thread_probe(i, lock=False)
+        job = (
+            select(_jobs.status, _jobs.source_updated_at, _jobs.started_at)
+            .where(_probe_job(memory_phase1_jobs, i))
+            .limit(1)
+            .lateral("j")
+        )
+        return select(
+            i.c.ord, thread.c.id, job.c.status, job.c.source_updated_at, job.c.started_at
+        ).select_from(i.outerjoin(thread, true()).outerjoin(job, true()))
     return select(
         i.c.ord,
         threads.c.id,
@@ -297,7 +340,7 @@ def _build_batch_read(dialect: str) -> Any:
 
 def _build_batch_insert(dialect: str) -> Any:
     i = _batch_input(dialect)
-    selected = select(
+    values = (
         i.c.thread_id,
         i.c.scope_kind,
         i.c.scope_key,
@@ -306,15 +349,23 @@ def _build_batch_insert(dialect: str) -> Any:
         bindparam("p_now", type_=Int64),
         i.c.source_updated_at,
         i.c.token,
-    ).select_from(i.join(threads, threads.c.id == i.c.thread_id))
+    )
     if dialect == "postgresql":
         key = i.c.thread_id + ":" + i.c.scope_kind + ":" + i.c.scope_key
         seed = literal(_ADVISORY_SEED, BigInteger)
-        selected = selected.where(
-            func.pg_try_advisory_xact_lock(func.hashtextextended(key, seed))
-        ).with_for_update(of=threads, read=True, key_share=True, skip_locked=True)
+        # The thread row is pinned FOR KEY SHARE (as the foreign key needs) unless a writer
+        # holds it: then the candidate is skipped, not waited for.
+        selected = (
+            select(*values)
+            .select_from(i.join(_thread_probe(i, lock=True), true()))
+            .where(func.pg_try_advisory_xact_lock(func.hashtextextended(key, seed)))
+        )
     else:
-        selected = selected.where(true())  # SQLite: a WHERE keeps ON CONFLICT unambiguous
+        selected = (
+            select(*values)
+            .select_from(i.join(threads, threads.c.id == i.c.thread_id))
+            .where(true())  # SQLite: a WHERE keeps ON CONFLICT unambiguous
+        )
     columns = [
         "thread_id",
         "scope_kind",
@@ -346,17 +397,37 @@ def _build_batch_steal(dialect: str) -> Any:
             j.started_at > bindparam("p_stale_cutoff", type_=Int64),
         ),
     )
-    stale = (
-        select(j.thread_id, j.scope_kind, j.scope_key, i.c.source_updated_at, i.c.token)
-        .select_from(i.join(job, _same_job(job, i)))
-        .where(stealable)
-    )
+    # The row is named by its physical id (ctid / rowid): the UPDATE's join back to the table
+    # is then a direct fetch, never an index choice.
+    row_id = "ctid" if dialect == "postgresql" else "rowid"
     if dialect == "postgresql":
-        stale = stale.with_for_update(of=job, skip_locked=True)
+        # FOR UPDATE SKIP LOCKED: a job another transaction is writing is skipped, not waited
+        # for (and re-checked against `stealable` if it changed before we locked it).
+        stale_job = (
+            select(literal_column(f"j.{row_id}").label("row_id"))
+            .select_from(job)
+            .where(_probe_job(job, i), stealable)
+            .limit(1)
+            .with_for_update(of=job, skip_locked=True)
+            .lateral("sj")
+        )
+        stale = select(stale_job.c.row_id, i.c.source_updated_at, i.c.token).select_from(
+            i.join(stale_job, true())
+        )
+    else:
+        stale = (
+            select(
+                literal_column(f"j.{row_id}").label("row_id"),
+                i.c.source_updated_at,
+                i.c.token,
+            )
+            .select_from(i.join(job, _same_job(job, i)))
+            .where(stealable)
+        )
     s = stale.subquery("s")
     return (
         update(memory_phase1_jobs)
-        .where(_same_job(memory_phase1_jobs, s))
+        .where(literal_column(f"memory_phase1_jobs.{row_id}") == s.c.row_id)
         .values(
             status=JOB_RUNNING,
             owner_session_id=bindparam("p_owner", type_=Text),
