@@ -262,3 +262,85 @@ def race_drain(
             if process.is_alive():
                 process.kill()
     return sorted(results, key=lambda report: report.worker)
+
+
+def dispensed(
+    url: str,
+    thread_ids: Sequence[str],
+    worker: int,
+    start: Barrier,
+    reports: Queue[Any],
+    batch: int,
+    single: bool,
+    cursor: Any,
+) -> None:
+    """Claim slices of `thread_ids` handed out by a shared `cursor` (each slice to one worker),
+    as a queue hands out jobs: in one batch (`try_claim_phase1_jobs`) or one by one."""
+    report = ClaimReport(worker)
+    try:
+        runtime = StateRuntime.from_url(url, "contention")
+    except Exception as err:
+        report.errors.append(f"open: {err!r}")
+        start.abort()
+        reports.put(report)
+        return
+    owner = uuid.uuid4()
+    try:
+        start.wait(timeout=120)
+        began = time.perf_counter()
+        while True:
+            with cursor.get_lock():
+                first = cursor.value
+                cursor.value += batch
+            chunk = [(thread_id, *SCOPE, 100) for thread_id in thread_ids[first : first + batch]]
+            if not chunk:
+                break
+            report.attempts += len(chunk)
+            if single:
+                outcomes = [
+                    runtime.try_claim_phase1_job(t, kind, key, owner, source, LEASE)
+                    for t, kind, key, source in chunk
+                ]
+            else:
+                outcomes = runtime.try_claim_phase1_jobs(chunk, owner, LEASE)
+            for (thread_id, *_), outcome in zip(chunk, outcomes, strict=True):
+                if outcome.ownership_token is not None:
+                    report.claims.append((thread_id, outcome.ownership_token))
+        report.seconds = time.perf_counter() - began
+    except Exception as err:
+        report.errors.append(repr(err))
+    finally:
+        runtime.close()
+        reports.put(report)
+
+
+def race_dispensed(
+    ctx: SpawnContext,
+    url: str,
+    thread_ids: Sequence[str],
+    *,
+    workers: int = WORKERS,
+    batch: int = BATCH,
+    single: bool,
+) -> list[ClaimReport]:
+    """Run `workers` `dispensed` processes over `thread_ids`; collect their reports."""
+    reports: Queue[Any] = ctx.Queue()
+    start = ctx.Barrier(workers)
+    cursor = ctx.Value("q", 0)
+    processes: list[BaseProcess] = [
+        ctx.Process(
+            target=dispensed,
+            args=(url, list(thread_ids), worker, start, reports, batch, single, cursor),
+        )
+        for worker in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        results = [reports.get(timeout=600) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    return sorted(results, key=lambda report: report.worker)
