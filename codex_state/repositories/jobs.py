@@ -22,15 +22,16 @@ stops at `limit`.
 
 **Batch claims** (`try_claim_phase1_jobs`) are set-based: the whole batch travels as one JSON
 parameter (`json_each` on SQLite, `json_to_recordset` on PostgreSQL), so a batch of any size is
-at most three statements: read the current jobs of every candidate, insert the missing jobs
-(`INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`), and take over the stale ones (one
-`UPDATE ... FROM ... WHERE <stealable> RETURNING`). A candidate is claimed exactly when its
-fresh token comes back from one of the writes. On PostgreSQL concurrent batch claimers never
-wait for each other: a missing job is only inserted under a `pg_try_advisory_xact_lock` on its
-key (an insert racing another transaction's uncommitted insert of the same key would wait for
-it), the thread row is pinned `FOR KEY SHARE SKIP LOCKED`, and existing jobs are taken over
-`FOR UPDATE SKIP LOCKED`; whatever another claimer is working on is `skipped_running`. On SQLite
-the write transaction (`BEGIN IMMEDIATE`) serialises claimers.
+at most three statements: insert the missing jobs (`INSERT ... SELECT ... ON CONFLICT DO NOTHING
+RETURNING`: for new work the only one), read the current jobs of the others, and take over the
+stale ones (one `UPDATE ... FROM ... WHERE <stealable> RETURNING`). A candidate is claimed
+exactly when its fresh token comes back from one of the writes. On PostgreSQL concurrent batch
+claimers never wait for each other: a missing job is only inserted under a
+`pg_try_advisory_xact_lock` on its key (an insert racing another transaction's uncommitted
+insert of the same key would wait for it), the thread row is pinned `FOR KEY SHARE SKIP
+LOCKED`, and existing jobs are taken over `FOR UPDATE SKIP LOCKED`; whatever another claimer is
+working on is `skipped_running`. On SQLite the write transaction (`BEGIN IMMEDIATE`)
+serialises claimers.
 """
 
 from __future__ import annotations
@@ -706,7 +707,9 @@ class Phase1JobRepository(Repository):
         either: a job another claimer is claiming at this moment is `skipped_running`.
 
         Raises:
-            ThreadNotFoundError: a candidate's thread does not exist (nothing is claimed).
+            ThreadNotFoundError: a candidate's thread does not exist. Raised after the batch's
+                first write: roll the unit of work back (`StateRuntime` does, and so does a
+                Session block left by the exception), and nothing is claimed.
             InvalidInputError: a malformed candidate, the same job twice, more than
                 `MAX_PHASE1_BATCH` candidates, or a negative `lease_seconds`.
         """
@@ -731,34 +734,43 @@ class Phase1JobRepository(Repository):
             for n, c in enumerate(batch)
         ]
         outcomes: list[Phase1JobClaimOutcome | None] = [None] * len(batch)
-        to_insert: list[dict[str, Any]] = []
+        params: dict[str, Any] = {
+            "p_owner": owner,
+            "p_now": now,
+            "p_stale_cutoff": cutoff,
+            "p_batch": json.dumps(rows),
+        }
+        # 1. Jobs that do not exist yet are claimed by one insert: for new work, the batch's
+        # only statement.
+        won = {token for (token,) in _batch_insert.all(session, params)}
+        rest = [row for row in rows if row["token"] not in won]
+        # 2. The others' current state says which could be taken over, and why not otherwise.
         to_steal: list[dict[str, Any]] = []
-        for ord_, known, status, stored_source, started_at in _batch_read.all(
-            session, {"p_batch": json.dumps(rows)}
-        ):
-            row = rows[ord_]
-            if known is None:
-                raise ThreadNotFoundError(row["thread_id"])
-            if status is None:
-                to_insert.append(row)
-            elif status == JOB_FAILED:
-                outcomes[ord_] = _SKIPPED[Phase1ClaimKind.SKIPPED_TERMINAL_FAILURE]
-            elif status == JOB_SUCCEEDED and stored_source >= row["source_updated_at"]:
-                outcomes[ord_] = _SKIPPED[Phase1ClaimKind.SKIPPED_UP_TO_DATE]
-            elif status == JOB_RUNNING and started_at is not None and started_at > cutoff:
-                outcomes[ord_] = _SKIPPED[Phase1ClaimKind.SKIPPED_RUNNING]
-            else:
-                to_steal.append(row)
-        won: set[str] = set()
-        params: dict[str, Any] = {"p_owner": owner, "p_now": now, "p_stale_cutoff": cutoff}
-        for statement, subset in ((_batch_insert, to_insert), (_batch_steal, to_steal)):
-            if subset:
-                params["p_batch"] = json.dumps(subset)
-                won.update(token for (token,) in statement.all(session, params))
+        if rest:
+            read = _batch_read.all(session, {"p_batch": json.dumps(rest)})
+            for ord_, known, status, stored_source, started_at in read:
+                row = rows[ord_]
+                if known is None:
+                    raise ThreadNotFoundError(row["thread_id"])
+                if status is None:
+                    # Not inserted, yet no job: another claimer's insert is under way.
+                    outcomes[ord_] = _SKIPPED[Phase1ClaimKind.SKIPPED_RUNNING]
+                elif status == JOB_FAILED:
+                    outcomes[ord_] = _SKIPPED[Phase1ClaimKind.SKIPPED_TERMINAL_FAILURE]
+                elif status == JOB_SUCCEEDED and stored_source >= row["source_updated_at"]:
+                    outcomes[ord_] = _SKIPPED[Phase1ClaimKind.SKIPPED_UP_TO_DATE]
+                elif status == JOB_RUNNING and started_at is not None and started_at > cutoff:
+                    outcomes[ord_] = _SKIPPED[Phase1ClaimKind.SKIPPED_RUNNING]
+                else:
+                    to_steal.append(row)
+        # 3. One compare-and-swap update takes over the stale ones.
+        if to_steal:
+            params["p_batch"] = json.dumps(to_steal)
+            won.update(token for (token,) in _batch_steal.all(session, params))
         running = _SKIPPED[Phase1ClaimKind.SKIPPED_RUNNING]
         for n, token in enumerate(tokens):
             if outcomes[n] is None:
-                # Not won: another claimer got there between our read and our write.
+                # Not won: another claimer took it between our read and our write.
                 outcomes[n] = _claimed(token) if token in won else running
         return outcomes  # type: ignore[return-value]
 
