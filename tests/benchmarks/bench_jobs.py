@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -81,6 +82,7 @@ PG_ROUNDS, PG_CYCLES = 5, 100
 CONTENTION_JOBS = 1_000
 THROUGHPUT_JOBS = 20_000
 RACING_JOBS = 5_000
+HEAD_TO_HEAD = 3
 PGQUEUER_PYTHON = os.environ.get("CODEX_STATE_PGQUEUER_PYTHON", "/tmp/pgq-venv/bin/python")
 
 KEY = "thread_id = ? AND scope_kind = ? AND scope_key = ?"
@@ -296,7 +298,9 @@ def bench_contention(name: str, url: str) -> tuple[int, int]:
 # ------------------------------------------------------------------------ claim throughput
 
 
-def _claim_figure(name: str, jobs: list[str], reports: list[ClaimReport]) -> tuple[int, int]:
+def _claim_figure(
+    name: str, jobs: list[str], reports: list[ClaimReport], rates: list[float] | None = None
+) -> tuple[int, int]:
     per_job = Counter(thread_id for report in reports for thread_id, _ in report.claims)
     doubles = sum(count - 1 for count in per_job.values())
     missing = len(set(jobs) - set(per_job))
@@ -311,6 +315,8 @@ def _claim_figure(name: str, jobs: list[str], reports: list[ClaimReport]) -> tup
     for report in reports:
         if report.errors:
             print(f"    worker {report.worker}: {report.errors[0]}")
+    if rates is not None:
+        rates.append(len(per_job) / seconds)
     return doubles + missing, errors
 
 
@@ -353,7 +359,7 @@ def _libpq(url: str) -> tuple[str, dict[str, str]]:
     return f"postgresql://{user}@{host}:{port}/{parsed.database}", env
 
 
-def bench_pgqueuer(base: str, batch: int) -> None:
+def bench_pgqueuer(base: str, batch: int, rates: list[float] | None = None) -> None:
     name = f"pgqueuer dequeue, batches of {batch}"
     if not Path(PGQUEUER_PYTHON).exists():
         print(f"  {name}: pgqueuer not installed (set CODEX_STATE_PGQUEUER_PYTHON)")
@@ -389,6 +395,8 @@ def bench_pgqueuer(base: str, batch: int) -> None:
             f" ({result['jobs']:,} jobs in {result['seconds']:.2f} s),"
             f" double picks {result['double_picks']}, missing {result['missing']}"
         )
+        if rates is not None:
+            rates.append(result["jobs"] / result["seconds"])
     finally:
         with psycopg_connect(base, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -453,9 +461,27 @@ def bench_throughput() -> list[tuple[int, int]]:
     with pg_schema(PG_URL) as url:
         StateRuntime.from_url(url, "bench").close()
         results += _claim_variants(url, _pg_new_jobs(url))
-    bench_pgqueuer(PG_URL, 64)
     bench_pgqueuer(PG_URL, 1)
     bench_pgbench(PG_URL)
+    # Head to head, rounds interleaved so the load of other processes on this machine hits
+    # both alike: batch claims of 64 and pgqueuer's dequeue of batches of 64.
+    ours: list[float] = []
+    theirs: list[float] = []
+    print(f"\nbatch claims of 64 beside pgqueuer's batched dequeue, {HEAD_TO_HEAD} rounds:")
+    for _ in range(HEAD_TO_HEAD):
+        with pg_schema(PG_URL) as url:
+            StateRuntime.from_url(url, "bench").close()
+            jobs = _pg_new_jobs(url)(THROUGHPUT_JOBS)
+            ctx = multiprocessing.get_context("spawn")
+            reports = race_dispensed(ctx, url, jobs, single=False, batch=64)
+            results.append(_claim_figure("batch claims of 64", jobs, reports, ours))
+        bench_pgqueuer(PG_URL, 64, theirs)
+    if theirs:
+        print(
+            f"  jobs/s, best / median: package {max(ours):,.0f} / {statistics.median(ours):,.0f},"
+            f" pgqueuer {max(theirs):,.0f} / {statistics.median(theirs):,.0f}"
+            f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+        )
     return results
 
 
