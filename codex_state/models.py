@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    StrictInt,
     model_validator,
 )
 
@@ -143,6 +144,12 @@ class Phase1ClaimKind(StrEnum):
     SKIPPED_RUNNING = "skipped_running"
 
 
+class Phase2ClaimKind(StrEnum):
+    CLAIMED = "claimed"
+    SKIPPED_NOT_DIRTY = "skipped_not_dirty"
+    SKIPPED_RUNNING = "skipped_running"
+
+
 class ThreadMetadata(_Value):
     """One row of `threads`, as the seed's `ThreadMetadata`."""
 
@@ -266,6 +273,44 @@ class Phase1JobClaimOutcome(_Value):
     @property
     def claimed(self) -> bool:
         return self.kind is Phase1ClaimKind.CLAIMED
+
+
+class Phase1Candidate(_Value):
+    """One phase-1 job to claim: a thread, a scope, and the input version it is claimed for.
+
+    `list_phase1_candidates` returns these (`source_updated_at` is the thread's `updated_at`
+    in epoch seconds) and `try_claim_phase1_jobs` takes them.
+    """
+
+    thread_id: ThreadId
+    scope_kind: str
+    scope_key: str
+    source_updated_at: StrictInt
+
+
+class MemoryScope(_Value):
+    """A memory scope marked dirty (needing phase-2 consolidation), and when it was marked."""
+
+    scope_kind: str
+    scope_key: str
+    updated_at: UtcSeconds
+
+
+class Phase2JobClaimOutcome(_Value):
+    """Result of `try_claim_phase2_job`; `ownership_token` is set exactly when claimed."""
+
+    kind: Phase2ClaimKind
+    ownership_token: str | None = None
+
+    @model_validator(mode="after")
+    def _token_iff_claimed(self) -> Phase2JobClaimOutcome:
+        if (self.kind is Phase2ClaimKind.CLAIMED) != (self.ownership_token is not None):
+            raise ValueError("ownership_token is set exactly when the job was claimed")
+        return self
+
+    @property
+    def claimed(self) -> bool:
+        return self.kind is Phase2ClaimKind.CLAIMED
 
 
 class BackfillState(_Value):

@@ -2,7 +2,7 @@
 
 Column order, types, defaults, keys and index names follow the Rust crate so a database Codex
 created and one this package created are interchangeable. Indexes added for our own queries
-carry names that start with ``ix_cs_`` (see revision 0002).
+carry names that start with ``ix_cs_`` (see revisions 0002 and 0003).
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+CANDIDATE_THREADS = "first_user_message <> ''"
+"""The threads phase-1 candidate selection considers (the partial index of revision 0003)."""
 
 
 class Base(DeclarativeBase):
@@ -78,6 +82,18 @@ class ThreadRow(Base):
         # so the keyset walk must be one index range scan, not a scan-then-sort.
         Index("ix_cs_threads_archived_created", "archived", created_at.desc(), id.desc()),
         Index("ix_cs_threads_archived_updated", "archived", updated_at.desc(), id.desc()),
+        # Ours (revision 0003): phase-1 candidate selection walks these threads in this order,
+        # reading only these columns (an index-only walk on PostgreSQL).
+        Index(
+            "ix_cs_threads_memory_candidates",
+            "archived",
+            updated_at.desc(),
+            id.desc(),
+            "source",
+            "cwd",
+            sqlite_where=text(CANDIDATE_THREADS),
+            postgresql_where=text(CANDIDATE_THREADS),
+        ),
     )
 
 
