@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import sqlite3
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, InvalidRequestError, NoSuchModuleError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
+try:
+    from sqlalchemy.util.concurrency import await_
+except ImportError:  # SQLAlchemy 2.0 names it await_only
+    from sqlalchemy.util.concurrency import await_only as await_
+
 from codex_state.errors import StateDbOpenError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 WRITE_OPTION = "codex_state_write"
 """Execution option that marks a connection's transaction as a write (see `_begin_as_declared`)."""
@@ -45,27 +54,81 @@ def is_sqlite_memory(url: URL) -> bool:
     )
 
 
-def make_engine(url: str | URL) -> Engine:
-    """An engine whose connections behave as the state database needs on this backend."""
+def make_engine(url: str | URL, *, creator: Callable[[], Any] | None = None) -> Engine:
+    """An engine whose connections behave as the state database needs on this backend.
+
+    `creator` (SQLite only) supplies the DBAPI connection instead of the URL, as for the one
+    connection an in-memory database shares with an async engine (`shared_memory_engines`).
+    """
     parsed = parse_url(url)
     try:
         if parsed.get_backend_name() == "sqlite":
-            return _sqlite_engine(parsed)
-        return create_engine(parsed, pool_size=5, max_overflow=5, pool_pre_ping=True)
+            options = _sqlite_options(parsed)
+            if creator is not None:
+                options["creator"] = creator
+            engine = create_engine(parsed, **options)
+            configure_engine(engine)
+            return engine
+        return create_engine(parsed, **_POSTGRES_OPTIONS)
     except (ArgumentError, NoSuchModuleError, ImportError) as err:
-        shown = parsed.render_as_string(hide_password=True)
-        raise StateDbOpenError(f"cannot open database URL {shown!r}: {err}") from err
+        raise _driver_error(parsed, err) from err
 
 
-def _sqlite_engine(url: URL) -> Engine:
-    memory = is_sqlite_memory(url)
-    options: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
-    if memory:
+def make_async_engine(
+    url: str | URL, *, async_creator: Callable[[], Awaitable[Any]] | None = None
+) -> AsyncEngine:
+    """`make_engine` for SQLAlchemy's asyncio extension, configured the same way.
+
+    SQLite runs on aiosqlite (`sqlite+aiosqlite`), PostgreSQL on psycopg 3's async mode (the
+    same `postgresql+psycopg` URL). The pragmas and the write BEGIN are installed on the async
+    engine's `sync_engine` by the same `configure_engine` as for a synchronous engine.
+    """
+    parsed = parse_url(url)
+    try:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        if parsed.get_backend_name() == "sqlite":
+            options = _sqlite_options(parsed)
+            if async_creator is not None:
+                options["async_creator"] = async_creator
+            engine = create_async_engine(parsed.set(drivername="sqlite+aiosqlite"), **options)
+            configure_engine(engine.sync_engine)
+            return engine
+        return create_async_engine(parsed, **_POSTGRES_OPTIONS)
+    except (ArgumentError, InvalidRequestError, NoSuchModuleError, ImportError) as err:
+        raise _driver_error(parsed, err, extra="aio") from err
+
+
+_POSTGRES_OPTIONS: Mapping[str, Any] = {"pool_size": 5, "max_overflow": 5, "pool_pre_ping": True}
+
+
+def _driver_error(url: URL, err: Exception, *, extra: str | None = None) -> StateDbOpenError:
+    shown = url.render_as_string(hide_password=True)
+    hint = f" (install codex-state[{extra}])" if extra and isinstance(err, ImportError) else ""
+    return StateDbOpenError(f"cannot open database URL {shown!r}: {err}{hint}")
+
+
+def _sqlite_options(url: URL) -> dict[str, Any]:
+    if is_sqlite_memory(url):
         # One connection is the database; every session shares it (the runtime serialises use).
-        options["poolclass"] = StaticPool
-    else:
-        options.update(pool_size=SQLITE_POOL_SIZE, max_overflow=0, pool_timeout=30)
-    engine = create_engine(url, **options)
+        return {"connect_args": {"check_same_thread": False}, "poolclass": StaticPool}
+    return {
+        "connect_args": {"check_same_thread": False},
+        "pool_size": SQLITE_POOL_SIZE,
+        "max_overflow": 0,
+        "pool_timeout": 30,
+    }
+
+
+def configure_engine(engine: Engine) -> None:
+    """Install the state database's connection settings on a SQLite engine (sync or async).
+
+    Every new connection gets the pragmas; every transaction begins as its Session declares
+    (`_begin_as_declared`). For an `AsyncEngine` pass its `sync_engine`: the events and the
+    dialect run inside SQLAlchemy's greenlet there, where the adapted aiosqlite connection's
+    cursor calls are synchronous like sqlite3's.
+    """
+    memory = is_sqlite_memory(engine.url)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -86,7 +149,49 @@ def _sqlite_engine(url: URL) -> Engine:
             cursor.close()
 
     _begin_as_declared(engine)
-    return engine
+
+
+class SharedMemoryConnection(sqlite3.Connection):
+    """The one sqlite3 connection of an in-memory database shared by a sync and an async engine.
+
+    An in-memory database lives as long as its connection, so the engines' pools must not end
+    it: their `close` is a no-op and the owner calls `release` once both engines are disposed.
+    """
+
+    def close(self) -> None:
+        pass
+
+    def release(self) -> None:
+        super().close()
+
+
+def shared_memory_engines(url: URL) -> tuple[Engine, AsyncEngine, SharedMemoryConnection]:
+    """A sync and an async engine on one in-memory SQLite database (one shared connection).
+
+    The async engine reaches it through aiosqlite's thread, the sync one directly (the
+    connection is opened with `check_same_thread=False`); the caller serialises their use.
+    """
+    probe = create_engine(url, poolclass=StaticPool)
+    args, kwargs = probe.dialect.create_connect_args(url)
+    probe.dispose()
+    kwargs.update(check_same_thread=False, factory=SharedMemoryConnection)
+    connect: Callable[..., Any] = sqlite3.connect
+    connection = cast(SharedMemoryConnection, connect(*args, **kwargs))
+
+    async def async_creator() -> Any:
+        import aiosqlite
+
+        wrapper = aiosqlite.Connection(lambda: connection, 64)
+        wrapper._thread.daemon = True  # as SQLAlchemy's own aiosqlite connect does
+        return await wrapper
+
+    try:
+        sync_engine = make_engine(url, creator=lambda: connection)
+        async_engine = make_async_engine(url, async_creator=async_creator)
+    except BaseException:
+        connection.release()
+        raise
+    return sync_engine, async_engine, connection
 
 
 def _begin_as_declared(engine: Engine) -> None:
@@ -111,14 +216,25 @@ def _begin_as_declared(engine: Engine) -> None:
         if opts.get(WRITE_OPTION):
             connection.connection.info[_WRITE_BEGIN] = True
 
-    def do_begin(dbapi_connection: Any) -> None:
-        write = dbapi_connection.info.pop(_WRITE_BEGIN, False)
-        dbapi_connection.driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    if dialect.is_async:
+        # aiosqlite: the driver connection's `execute` is a coroutine, awaited here in
+        # SQLAlchemy's greenlet (one trip to aiosqlite's thread, like the sync one call).
+        def do_begin(dbapi_connection: Any) -> None:
+            write = dbapi_connection.info.pop(_WRITE_BEGIN, False)
+            await_(dbapi_connection.driver_connection.execute(_BEGIN[write]))
+
+    else:
+
+        def do_begin(dbapi_connection: Any) -> None:
+            write = dbapi_connection.info.pop(_WRITE_BEGIN, False)
+            dbapi_connection.driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
     # Instance attributes shadow the dialect class's methods for this engine only.
     dialect.set_connection_execution_options = set_connection_execution_options  # type: ignore[method-assign]
     dialect.do_begin = do_begin  # type: ignore[method-assign]
 
+
+_BEGIN = {True: "BEGIN IMMEDIATE", False: "BEGIN"}
 
 WRITE_SESSION_OPTIONS: Mapping[str, Any] = {WRITE_OPTION: True}
 """`Session(engine, execution_options=WRITE_SESSION_OPTIONS)` is a write Session (see above)."""
