@@ -27,6 +27,19 @@ WRITE_OPTION = "codex_state_write"
 _WRITE_BEGIN = "codex_state_write_begin"
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+SQLITE_ASYNC_BUSY_TIMEOUT_MS = 100
+"""busy_timeout of an async engine's connections: the rest of the wait is the runtime's retry.
+
+SQLite waits for a lock inside the call (`BEGIN IMMEDIATE` sleeps in its busy handler), in
+aiosqlite's thread. A task cancelled meanwhile cannot stop that call (`interrupt()` does not
+end a busy wait, measured), and its cleanup (the rollback, the connection's return to the
+pool) queues behind it, so `asyncio.wait_for(db.try_claim_phase1_job(...), 0.05)` took as long
+as the other writer held the lock, up to the 5 s timeout. With 100 ms, SQLite reports the lock
+busy after at most that long and `AsyncStateRuntime` reruns the unit after an `asyncio.sleep`,
+where a cancellation lands at once; the total wait for a writer stays the runtime's
+`RETRY_SECONDS`, as for `StateRuntime`.
+"""
 SQLITE_POOL_SIZE = 5
 
 
@@ -92,7 +105,7 @@ def make_async_engine(
             if async_creator is not None:
                 options["async_creator"] = async_creator
             engine = create_async_engine(parsed.set(drivername="sqlite+aiosqlite"), **options)
-            configure_engine(engine.sync_engine)
+            configure_engine(engine.sync_engine, busy_timeout_ms=SQLITE_ASYNC_BUSY_TIMEOUT_MS)
             return engine
         return create_async_engine(parsed, **_POSTGRES_OPTIONS)
     except (ArgumentError, InvalidRequestError, NoSuchModuleError, ImportError) as err:
@@ -120,7 +133,7 @@ def _sqlite_options(url: URL) -> dict[str, Any]:
     }
 
 
-def configure_engine(engine: Engine) -> None:
+def configure_engine(engine: Engine, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     """Install the state database's connection settings on a SQLite engine (sync or async).
 
     Every new connection gets the pragmas; every transaction begins as its Session declares
@@ -137,7 +150,7 @@ def configure_engine(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             # Wait for another writer instead of failing at once with "database is locked".
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
             # The schema's ON DELETE CASCADE foreign keys only act when enforcement is on.
             cursor.execute("PRAGMA foreign_keys = ON")
             if not memory:
