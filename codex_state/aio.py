@@ -344,15 +344,22 @@ class AsyncStateRuntime(Operations):
 
     async def _transact(self, action: str, work: Callable[[Session], T], write: bool) -> T:
         deadline: float | None = None
+        reconnected = False
         while True:
             self._check_open()
             try:
-                async with self._serial, self._sessions[write]() as session:
-                    result = await session.run_sync(work)
-                    if write:
-                        with translate_db_errors(action):
-                            await session.commit()
-                    return result
+                async with self._serial:
+                    # One greenlet for the whole unit: the work, the commit and the release of
+                    # the connection, as `StateRuntime._transact` does them (an AsyncSession's
+                    # own commit and close would each spawn another).
+                    return await self._sessions[write]().run_sync(_unit, work, write, action)
+            except _Disconnected as signal:
+                # In place of a pre-ping (see `codex_state.engine.make_async_engine`): a pooled
+                # connection found dead before the commit is replaced, and the unit rerun once.
+                if reconnected:
+                    raise signal.error from signal.error.__cause__
+                reconnected = True
+                continue
             except (StateError, DBAPIError) as err:
                 if not is_retryable_error(err):
                     raise
@@ -370,6 +377,32 @@ class AsyncStateRuntime(Operations):
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         return self._loop
+
+
+class _Disconnected(Exception):
+    """The unit's connection turned out dead before its commit: nothing was committed."""
+
+    def __init__(self, error: StateError | DBAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _unit(session: Session, work: Callable[[Session], T], write: bool, action: str) -> T:
+    """One unit of work on the sync side of an AsyncSession (inside its greenlet)."""
+    try:
+        try:
+            result = work(session)
+        except (StateError, DBAPIError) as err:
+            cause = err if isinstance(err, DBAPIError) else err.__cause__
+            if isinstance(cause, DBAPIError) and cause.connection_invalidated:
+                raise _Disconnected(err) from err
+            raise
+        if write:
+            with translate_db_errors(action):
+                session.commit()
+        return result
+    finally:
+        session.close()  # rolls back whatever is left (a read, a failure, a cancellation)
 
 
 def _public_signature(method: Callable[..., Any]) -> inspect.Signature:

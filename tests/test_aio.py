@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, event, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, select, text
 from sqlalchemy.orm import Session
 
 from codex_state import (
@@ -374,6 +374,40 @@ def test_a_call_cancelled_while_waiting_its_turn_in_memory_frees_the_turn() -> N
             assert await asyncio.wait_for(db.get_thread(thread.id), 1) == thread
 
     run(scenario)
+
+
+def test_connections_that_died_in_the_pool_are_replaced(pg_schema_url: str) -> None:
+    """PostgreSQL: what the sync engine's pre-ping is for, without a round trip per call."""
+    application = f"aio_{uuid.uuid4().hex[:8]}"
+    url = f"{pg_schema_url}&application_name={application}"
+    admin = create_engine(pg_schema_url)
+
+    def kill_all() -> int:
+        with admin.begin() as connection:
+            return len(
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = :name"
+                    ),
+                    {"name": application},
+                ).all()
+            )
+
+    async def scenario() -> None:
+        async with await AsyncStateRuntime.from_url(url, "p") as db:
+            threads = [make_thread(n) for n in range(20)]
+            await asyncio.gather(*(db.upsert_thread(t) for t in threads))  # fills the pool
+            assert await asyncio.to_thread(kill_all) > 1
+            await asyncio.sleep(0.2)  # the server closes them
+            found = await asyncio.gather(*(db.get_thread(t.id) for t in threads))
+            assert found == threads
+            assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+    try:
+        run(scenario)
+    finally:
+        admin.dispose()
 
 
 # ------------------------------------------------------------------------- session and work
