@@ -179,16 +179,21 @@ class AsyncStateRuntime(Operations):
         except StateError:
             count(metrics, METRIC_DB_INIT, {"status": "open_error"})
             raise
+
+        def open_sync() -> tuple[Engine, bool]:
+            sync_engine, created = open_migrated(make, shown, metrics)
+            if shared is None:
+                sync_engine.dispose()  # kept for sync_runtime(), without holding a connection
+            return sync_engine, created
+
         try:
             # Alembic and the schema check are synchronous: a worker thread, a sync engine.
-            sync_engine, created = await asyncio.to_thread(open_migrated, make, shown, metrics)
+            sync_engine, created = await asyncio.to_thread(open_sync)
         except BaseException:
             await engine.dispose()
             if shared is not None:
                 shared.release()
             raise
-        if shared is None:
-            sync_engine.dispose()  # kept for sync_runtime(), without holding a connection
         db = cls(
             engine,
             default_provider,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -98,6 +99,8 @@ def make_async_engine(
     """
     parsed = parse_url(url)
     try:
+        # SQLAlchemy's asyncio needs greenlet: say so now, not at the first call.
+        importlib.import_module("greenlet")
         from sqlalchemy.ext.asyncio import create_async_engine
 
         if parsed.get_backend_name() == "sqlite":
@@ -190,6 +193,10 @@ def shared_memory_engines(url: URL) -> tuple[Engine, AsyncEngine, SharedMemoryCo
     The async engine reaches it through aiosqlite's thread, the sync one directly (the
     connection is opened with `check_same_thread=False`); the caller serialises their use.
     """
+    try:
+        import aiosqlite  # noqa: F401  (imported by the creator below, at the first call)
+    except ImportError as err:
+        raise _driver_error(url, err, extra="aio") from err
     probe = create_engine(url, poolclass=StaticPool)
     args, kwargs = probe.dialect.create_connect_args(url)
     probe.dispose()
@@ -201,7 +208,10 @@ def shared_memory_engines(url: URL) -> tuple[Engine, AsyncEngine, SharedMemoryCo
         import aiosqlite
 
         wrapper = aiosqlite.Connection(lambda: connection, 64)
-        wrapper._thread.daemon = True  # as SQLAlchemy's own aiosqlite connect does
+        # A daemon thread, as SQLAlchemy's own aiosqlite connect makes it (before aiosqlite
+        # 0.22 the connection was itself the thread).
+        thread: Any = getattr(wrapper, "_thread", wrapper)
+        thread.daemon = True
         return await wrapper
 
     try:
@@ -241,6 +251,21 @@ def _begin_as_declared(engine: Engine) -> None:
         def do_begin(dbapi_connection: Any) -> None:
             write = dbapi_connection.info.pop(_WRITE_BEGIN, False)
             await_(dbapi_connection.driver_connection.execute(_BEGIN[write]))
+
+        rollback = dialect.do_rollback
+
+        def do_rollback(dbapi_connection: Any) -> None:
+            # The pool's reset after a commit (or after the Session's own rollback) finds no
+            # transaction; sqlite3 would do nothing, but asking costs a trip to aiosqlite's
+            # thread, one of six in a unit of work.
+            try:
+                idle = not dbapi_connection.driver_connection.in_transaction
+            except ValueError:  # aiosqlite: no active connection; let the rollback say so
+                idle = False
+            if not idle:
+                rollback(dbapi_connection)
+
+        dialect.do_rollback = do_rollback  # type: ignore[method-assign]
 
     else:
 
