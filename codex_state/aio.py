@@ -116,6 +116,14 @@ class AsyncStateRuntime(Operations):
         self._serial: AbstractAsyncContextManager[object] = (
             self._lock if self._memory else nullcontext()
         )
+        # Elsewhere a unit of work waits for one of the pool's connections here, before it
+        # checks one out: a task waiting on a semaphore costs a future, where waiting in
+        # SQLAlchemy's async pool costs an `asyncio.wait_for` task per checkout (with 64 tasks
+        # on 10 connections most calls wait). No timeout: the caller's own deadline applies.
+        # (`session()` blocks take no slot: a call made inside one must not wait for it.)
+        self._slots: AbstractAsyncContextManager[object] = (
+            self._lock if self._memory else _slots(engine)
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._created = False
@@ -353,7 +361,7 @@ class AsyncStateRuntime(Operations):
         while True:
             self._check_open()
             try:
-                async with self._serial:
+                async with self._slots:
                     # One greenlet for the whole unit: the work, the commit and the release of
                     # the connection, as `StateRuntime._transact` does them (an AsyncSession's
                     # own commit and close would each spawn another).
@@ -390,6 +398,16 @@ class _Disconnected(Exception):
     def __init__(self, error: StateError | DBAPIError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _slots(engine: AsyncEngine) -> AbstractAsyncContextManager[object]:
+    """One slot per connection the engine's pool can hold at once (no limit if unknown)."""
+    pool = engine.pool
+    size = getattr(pool, "size", None)
+    overflow = getattr(pool, "_max_overflow", None)
+    if not callable(size) or not isinstance(overflow, int) or overflow < 0:
+        return nullcontext()
+    return asyncio.Semaphore(int(size()) + overflow)
 
 
 def _unit(session: Session, work: Callable[[Session], T], write: bool, action: str) -> T:

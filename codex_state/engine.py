@@ -116,7 +116,10 @@ def make_async_engine(
         # turns out dead before its commit (nothing was committed; SQLAlchemy then recycles
         # the pool's older connections), which covers what the pre-ping is for: connections
         # that died in the pool (a server restart, an idle timeout).
-        return create_async_engine(parsed, **{**_POSTGRES_OPTIONS, "pool_pre_ping": False})
+        engine = create_async_engine(parsed, **{**_POSTGRES_OPTIONS, "pool_pre_ping": False})
+        if engine.dialect.driver == "psycopg":
+            _skip_idle_rollbacks(engine.sync_engine, _psycopg_in_transaction)
+        return engine
     except (ArgumentError, InvalidRequestError, NoSuchModuleError, ImportError) as err:
         raise _driver_error(parsed, err, extra="aio") from err
 
@@ -252,20 +255,7 @@ def _begin_as_declared(engine: Engine) -> None:
             write = dbapi_connection.info.pop(_WRITE_BEGIN, False)
             await_(dbapi_connection.driver_connection.execute(_BEGIN[write]))
 
-        rollback = dialect.do_rollback
-
-        def do_rollback(dbapi_connection: Any) -> None:
-            # The pool's reset after a commit (or after the Session's own rollback) finds no
-            # transaction; sqlite3 would do nothing, but asking costs a trip to aiosqlite's
-            # thread, one of six in a unit of work.
-            try:
-                idle = not dbapi_connection.driver_connection.in_transaction
-            except ValueError:  # aiosqlite: no active connection; let the rollback say so
-                idle = False
-            if not idle:
-                rollback(dbapi_connection)
-
-        dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+        _skip_idle_rollbacks(engine, _aiosqlite_in_transaction)
 
     else:
 
@@ -279,6 +269,38 @@ def _begin_as_declared(engine: Engine) -> None:
 
 
 _BEGIN = {True: "BEGIN IMMEDIATE", False: "BEGIN"}
+
+
+def _skip_idle_rollbacks(engine: Engine, in_transaction: Callable[[Any], bool]) -> None:
+    """An async engine's rollbacks of a connection with no transaction open become no-ops.
+
+    The pool resets every connection it takes back, also after a commit (and after a
+    Session's own rollback): the driver would do nothing, but asking it costs an await, and
+    with aiosqlite a trip to its thread, one of six in a unit of work. In the dialect, like
+    `_begin_as_declared`, to keep event dispatch off.
+    """
+    dialect = engine.dialect
+    rollback = dialect.do_rollback
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        try:
+            idle = not in_transaction(dbapi_connection.driver_connection)
+        except Exception:  # a closed connection: let the rollback report it
+            idle = False
+        if not idle:
+            rollback(dbapi_connection)
+
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
+
+def _aiosqlite_in_transaction(connection: Any) -> bool:
+    return bool(connection.in_transaction)
+
+
+def _psycopg_in_transaction(connection: Any) -> bool:
+    # psycopg.pq.TransactionStatus: IDLE is 0 (INTRANS, INERROR and ACTIVE need a rollback).
+    return int(connection.info.transaction_status) != 0
+
 
 WRITE_SESSION_OPTIONS: Mapping[str, Any] = {WRITE_OPTION: True}
 """`Session(engine, execution_options=WRITE_SESSION_OPTIONS)` is a write Session (see above)."""

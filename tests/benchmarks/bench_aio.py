@@ -12,14 +12,17 @@ memory upsert, succeed; four calls per cycle), each cycle on a job of its own:
   `StateRuntime` (the facade this package had before; the default executor's threads).
 - `sync, 8 threads`: 8 threads calling one `StateRuntime` directly (no event loop).
 
-Printed per variant: calls per second (best and median of the rounds, rounds interleaved), the
-most connections checked out of the pool at once, and (PostgreSQL) the most server backends
-with the benchmark's `application_name` seen by a sampler. Figures are printed, never asserted.
+Printed per variant: calls per second (median and best of the rounds, rounds interleaved), this
+process's CPU time per call, the most connections checked out of the pool at once, and
+(PostgreSQL) the most server backends with the variant's `application_name` seen by a sampler.
+Figures are printed, never asserted. The database server runs on the same cores: on a loaded
+2-core machine every figure moves a lot between runs (the load average is printed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import threading
@@ -50,7 +53,7 @@ from tests.memory_support import SCOPE
 TASKS = 64
 THREADS = 8
 CYCLES_PER_TASK = 6
-ROUNDS = 3
+ROUNDS = 5
 CALLS_PER_CYCLE = 4
 VARIANTS = ("async facade", "to_thread", f"sync, {THREADS} threads")
 
@@ -58,6 +61,7 @@ VARIANTS = ("async facade", "to_thread", f"sync, {THREADS} threads")
 @dataclass
 class Round:
     seconds: float
+    cpu: float  # this process's CPU seconds (every thread)
     calls: int
     peak_checked_out: int
     peak_backends: int | None
@@ -194,16 +198,23 @@ def _run_threads(runtime: StateRuntime, owner: uuid.UUID, ids: Sequence[str]) ->
 
 
 def race(url: str, ids: Sequence[str], *, application: str | None) -> dict[str, list[Round]]:
-    """Every variant, `ROUNDS` times interleaved, each round on fresh jobs."""
+    """Every variant, `ROUNDS` times interleaved, each round on fresh jobs.
+
+    PostgreSQL: the async runtime connects as `<application>_async`, the sync one as
+    `<application>_sync`, so each variant's server backends are counted apart.
+    """
     per_round = TASKS * CYCLES_PER_TASK
     batches = iter(ids[i : i + per_round] for i in range(0, len(ids), per_round))
     admin = create_engine(PG_URL) if application and PG_URL else None
     results: dict[str, list[Round]] = {name: [] for name in VARIANTS}
     owner = uuid.uuid4()
 
+    def named(suffix: str) -> str:
+        return f"{url}&application_name={application}_{suffix}" if application else url
+
     async def main() -> None:
-        db = await AsyncStateRuntime.from_url(url, "bench")
-        runtime = StateRuntime.from_url(url, "bench")
+        db = await AsyncStateRuntime.from_url(named("async"), "bench")
+        runtime = StateRuntime.from_url(named("sync"), "bench")
         async_peak = PeakCheckouts(db.engine.sync_engine)
         sync_peak = PeakCheckouts(runtime.engine)
         try:
@@ -212,7 +223,9 @@ def race(url: str, ids: Sequence[str], *, application: str | None) -> dict[str, 
                     batch = next(batches)
                     peak = async_peak if name == "async facade" else sync_peak
                     peak.reset()
-                    with backend_sampler(admin, application or "") as counts:
+                    suffix = "async" if name == "async facade" else "sync"
+                    cpu = time.process_time()
+                    with backend_sampler(admin, f"{application}_{suffix}") as counts:
                         if name == "async facade":
                             seconds = await _run_tasks(lambda t: async_cycle(db, owner, t), batch)
                         elif name == "to_thread":
@@ -221,9 +234,11 @@ def race(url: str, ids: Sequence[str], *, application: str | None) -> dict[str, 
                             )
                         else:
                             seconds = await asyncio.to_thread(_run_threads, runtime, owner, batch)
+                    cpu = time.process_time() - cpu
                     results[name].append(
                         Round(
                             seconds,
+                            cpu,
                             len(batch) * CALLS_PER_CYCLE,
                             peak.peak,
                             max(counts) if counts else None,
@@ -242,24 +257,28 @@ def race(url: str, ids: Sequence[str], *, application: str | None) -> dict[str, 
 
 
 def print_results(title: str, results: dict[str, list[Round]], pool: str) -> None:
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n{title}")
-    print(f"  {TASKS} tasks (threads: {THREADS}) x {CYCLES_PER_TASK} cycles x 4 calls; {pool}")
     print(
-        f"  {'':<18}{'calls/s best':>14}{'median':>10}{'vs to_thread':>14}"
+        f"  {TASKS} tasks (threads: {THREADS}) x {CYCLES_PER_TASK} cycles x 4 calls, "
+        f"{ROUNDS} rounds; {pool}; load average {load}"
+    )
+    print(
+        f"  {'':<18}{'calls/s median':>15}{'best':>8}{'vs to_thread':>14}{'CPU/call':>10}"
         f"{'peak checked out':>18}{'peak PG backends':>18}"
     )
-    rates = {
-        name: [r.calls / r.seconds for r in rounds] for name, rounds in results.items() if rounds
-    }
-    threaded = max(rates["to_thread"])
+    rates = {name: [r.calls / r.seconds for r in rounds] for name, rounds in results.items()}
+    threaded = statistics.median(rates["to_thread"])
     for name, rounds in results.items():
         backends = [r.peak_backends for r in rounds if r.peak_backends is not None]
+        median = statistics.median(rates[name])
+        cpu = statistics.median(r.cpu / r.calls for r in rounds)
         print(
-            f"  {name:<18}{max(rates[name]):>14,.0f}{statistics.median(rates[name]):>10,.0f}"
-            f"{max(rates[name]) / threaded:>13.2f}x"
-            f"{max(r.peak_checked_out for r in rounds):>18}"
+            f"  {name:<18}{median:>15,.0f}{max(rates[name]):>8,.0f}{median / threaded:>13.2f}x"
+            f"{cpu * 1e6:>8.0f}us{max(r.peak_checked_out for r in rounds):>18}"
             f"{(str(max(backends)) if backends else '-'):>18}"
         )
+    print("  (median and best of the rounds; ratio of medians; CPU: this process, all threads)")
 
 
 def _ids(count: int) -> list[Any]:
@@ -269,8 +288,7 @@ def _ids(count: int) -> list[Any]:
 def bench_pg(base: str) -> None:
     threads = _ids(ROUNDS * len(VARIANTS) * TASKS * CYCLES_PER_TASK)
     application = f"bench_aio_{uuid.uuid4().hex[:8]}"
-    with pg_schema(base) as schema_url:
-        url = f"{schema_url}&application_name={application}"
+    with pg_schema(base) as url:
         StateRuntime.from_url(url, "bench").close()
         seed_threads_pg(url, threads)
         results = race(url, [str(t.id) for t in threads], application=application)
