@@ -40,6 +40,9 @@ __all__ = ["Metrics", "StateRuntime"]
 RETRY_SECONDS = 30.0
 """How long a unit of work is rerun while the database is busy."""
 
+RETRY_INTERVAL = 0.01
+"""The pause between two attempts of a unit of work."""
+
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 
 T = TypeVar("T")
@@ -92,19 +95,8 @@ class StateRuntime(Operations):
 
         The directory is created if needed and legacy state files in it are removed first.
         """
-        home = Path(codex_home).expanduser()
-        path = state_db_path(home)
-        try:
-            if home.exists() and not home.is_dir():
-                raise NotADirectoryError("it is not a directory")
-            home.mkdir(parents=True, exist_ok=True)
-            remove_legacy_state_files(home)
-            existed = path.exists()
-        except OSError as err:
-            count(metrics, METRIC_DB_INIT, {"status": "open_error"})
-            raise StateDbOpenError(f"cannot use codex home {home}: {err}") from err
-        url = URL.create("sqlite", database=str(path))
-        runtime = cls._open(url, str(path), default_provider, home, metrics, clock)
+        home, url, existed = prepare_codex_home(codex_home, metrics)
+        runtime = cls._open(url, str(url.database), default_provider, home, metrics, clock)
         if not existed:
             count(metrics, METRIC_DB_INIT, {"status": "created"})
         return runtime
@@ -119,12 +111,7 @@ class StateRuntime(Operations):
         clock: Clock | None = None,
     ) -> Self:
         """Open any SQLAlchemy URL (`sqlite://`, `sqlite:///path`, `postgresql+psycopg://...`)."""
-        try:
-            parsed = parse_url(url)
-        except StateDbOpenError:
-            count(metrics, METRIC_DB_INIT, {"status": "open_error"})
-            raise
-        shown = parsed.render_as_string(hide_password=True)
+        parsed, shown = parse_open_url(url, metrics)
         runtime = cls._open(parsed, shown, default_provider, None, metrics, clock)
         if runtime._created:
             count(metrics, METRIC_DB_INIT, {"status": "created"})
@@ -140,22 +127,7 @@ class StateRuntime(Operations):
         metrics: Metrics | None,
         clock: Clock | None,
     ) -> Self:
-        engine: Engine | None = None
-        try:
-            engine = make_engine(url)
-            created = ensure_schema(engine)
-        except StateError:
-            count(metrics, METRIC_DB_INIT, {"status": "open_error"})
-            if engine is not None:
-                engine.dispose()
-            raise
-        except (SQLAlchemyError, OSError) as err:
-            count(metrics, METRIC_DB_INIT, {"status": "open_error"})
-            if engine is not None:
-                engine.dispose()
-            reason = _first_line(getattr(err, "orig", None) or err)
-            raise StateDbOpenError(f"cannot open state database {shown}: {reason}") from err
-        count(metrics, METRIC_DB_INIT, {"status": "opened"})
+        engine, created = open_migrated(lambda: make_engine(url), shown, metrics)
         runtime = cls(engine, default_provider, codex_home=codex_home, metrics=metrics, clock=clock)
         runtime._created = created
         return runtime
@@ -267,18 +239,87 @@ class StateRuntime(Operations):
                             session.commit()
                     return result
             except (StateError, DBAPIError) as err:
-                # A repository's errors arrive translated, a caller's own statements' raw.
-                if not _is_retryable(err if isinstance(err, DBAPIError) else err.__cause__):
+                if not is_retryable_error(err):
                     raise
                 now = time.monotonic()
                 deadline = deadline or now + RETRY_SECONDS
                 if now >= deadline:
                     raise
-            time.sleep(0.01)
+            time.sleep(RETRY_INTERVAL)
 
     def _check_open(self) -> None:
         if self.closed:
             raise StateError("the StateRuntime is closed")
+
+
+# ------------------------------------------------- shared with AsyncStateRuntime (codex_state.aio)
+
+
+def prepare_codex_home(codex_home: str | Path, metrics: Metrics | None) -> tuple[Path, URL, bool]:
+    """`init`'s filesystem part: the home made and cleaned; (home, URL, file existed)."""
+    home = Path(codex_home).expanduser()
+    path = state_db_path(home)
+    try:
+        if home.exists() and not home.is_dir():
+            raise NotADirectoryError("it is not a directory")
+        home.mkdir(parents=True, exist_ok=True)
+        remove_legacy_state_files(home)
+        existed = path.exists()
+    except OSError as err:
+        count(metrics, METRIC_DB_INIT, {"status": "open_error"})
+        raise StateDbOpenError(f"cannot use codex home {home}: {err}") from err
+    return home, URL.create("sqlite", database=str(path)), existed
+
+
+def parse_open_url(url: str | URL, metrics: Metrics | None) -> tuple[URL, str]:
+    """`from_url`'s URL check: the parsed URL and how to show it (password hidden)."""
+    try:
+        parsed = parse_url(url)
+    except StateDbOpenError:
+        count(metrics, METRIC_DB_INIT, {"status": "open_error"})
+        raise
+    return parsed, parsed.render_as_string(hide_password=True)
+
+
+def open_migrated(
+    make: Callable[[], Engine], shown: str, metrics: Metrics | None
+) -> tuple[Engine, bool]:
+    """`make()` an engine and bring its schema to head; (engine, whether it was created).
+
+    Every failure counts an `open_error` and raises `StateError` (driver and filesystem errors
+    as `StateDbOpenError` naming `shown`), with the engine disposed.
+    """
+    engine: Engine | None = None
+    try:
+        engine = make()
+        created = ensure_schema(engine)
+    except StateError:
+        count(metrics, METRIC_DB_INIT, {"status": "open_error"})
+        if engine is not None:
+            engine.dispose()
+        raise
+    except (SQLAlchemyError, OSError) as err:
+        count(metrics, METRIC_DB_INIT, {"status": "open_error"})
+        if engine is not None:
+            engine.dispose()
+        raise open_error(shown, err) from err
+    count(metrics, METRIC_DB_INIT, {"status": "opened"})
+    return engine, created
+
+
+def open_error(shown: str, err: BaseException) -> StateDbOpenError:
+    reason = _first_line(getattr(err, "orig", None) or err)
+    return StateDbOpenError(f"cannot open state database {shown}: {reason}")
+
+
+def is_retryable_error(err: StateError | DBAPIError) -> bool:
+    """Whether a failed unit of work may be rerun: the database was busy or locked (SQLite),
+    or a serialization failure or deadlock (PostgreSQL).
+
+    A repository's errors arrive translated (the driver error is the `__cause__`), a caller's
+    own statements' raw.
+    """
+    return _is_retryable(err if isinstance(err, DBAPIError) else err.__cause__)
 
 
 def _first_line(err: BaseException) -> str:
