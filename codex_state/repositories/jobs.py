@@ -401,37 +401,35 @@ def _build_batch_steal(dialect: str) -> Any:
             j.started_at > bindparam("p_stale_cutoff", type_=Int64),
         ),
     )
-    # The row is named by its physical id (ctid / rowid): the UPDATE's join back to the table
-    # is then a direct fetch, never an index choice.
-    row_id = "ctid" if dialect == "postgresql" else "rowid"
+    key = (j.thread_id, j.scope_kind, j.scope_key)
     if dialect == "postgresql":
         # FOR UPDATE SKIP LOCKED: a job another transaction is writing is skipped, not waited
         # for (and re-checked against `stealable` if it changed before we locked it).
         stale_job = (
-            select(literal_column(f"j.{row_id}").label("row_id"))
+            select(*key)
             .select_from(job)
             .where(_probe_job(job, i), stealable)
             .limit(1)
             .with_for_update(of=job, skip_locked=True)
             .lateral("sj")
         )
-        stale = select(stale_job.c.row_id, i.c.source_updated_at, i.c.token).select_from(
+        stale = select(*stale_job.c, i.c.source_updated_at, i.c.token).select_from(
             i.join(stale_job, true())
         )
     else:
         stale = (
-            select(
-                literal_column(f"j.{row_id}").label("row_id"),
-                i.c.source_updated_at,
-                i.c.token,
-            )
+            select(*key, i.c.source_updated_at, i.c.token)
             .select_from(i.join(job, _same_job(job, i)))
             .where(stealable)
         )
     s = stale.subquery("s")
     return (
         update(memory_phase1_jobs)
-        .where(literal_column(f"memory_phase1_jobs.{row_id}") == s.c.row_id)
+        .where(
+            _jobs.thread_id == s.c.thread_id,
+            _jobs.scope_kind == s.c.scope_kind,
+            _jobs.scope_key == s.c.scope_key,
+        )
         .values(
             status=JOB_RUNNING,
             owner_session_id=bindparam("p_owner", type_=Text),
