@@ -26,8 +26,8 @@ from codex_state.orm import ONLY_ON, SEED_TABLES
 from codex_state.paths import state_db_path
 
 BASELINE_REVISION = "0001"
-HEAD_REVISION = "0002"
-KNOWN_REVISIONS = ("0001", "0002")
+HEAD_REVISION = "0004"
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004")
 """Every revision shipped, oldest first; a test checks these against the script directory."""
 
 _IGNORED_TABLES = frozenset({"alembic_version", "_sqlx_migrations", "sqlite_sequence"})

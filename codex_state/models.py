@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    StrictInt,
     model_validator,
 )
 
@@ -140,6 +141,12 @@ class Phase1ClaimKind(StrEnum):
     CLAIMED = "claimed"
     SKIPPED_TERMINAL_FAILURE = "skipped_terminal_failure"
     SKIPPED_UP_TO_DATE = "skipped_up_to_date"
+    SKIPPED_RUNNING = "skipped_running"
+
+
+class Phase2ClaimKind(StrEnum):
+    CLAIMED = "claimed"
+    SKIPPED_NOT_DIRTY = "skipped_not_dirty"
     SKIPPED_RUNNING = "skipped_running"
 
 
@@ -268,6 +275,44 @@ class Phase1JobClaimOutcome(_Value):
         return self.kind is Phase1ClaimKind.CLAIMED
 
 
+class Phase1Candidate(_Value):
+    """One phase-1 job to claim: a thread, a scope, and the input version it is claimed for.
+
+    `list_phase1_candidates` returns these (`source_updated_at` is the thread's `updated_at`
+    in epoch seconds) and `try_claim_phase1_jobs` takes them.
+    """
+
+    thread_id: ThreadId
+    scope_kind: str
+    scope_key: str
+    source_updated_at: StrictInt
+
+
+class MemoryScope(_Value):
+    """A memory scope marked dirty (needing phase-2 consolidation), and when it was marked."""
+
+    scope_kind: str
+    scope_key: str
+    updated_at: UtcSeconds
+
+
+class Phase2JobClaimOutcome(_Value):
+    """Result of `try_claim_phase2_job`; `ownership_token` is set exactly when claimed."""
+
+    kind: Phase2ClaimKind
+    ownership_token: str | None = None
+
+    @model_validator(mode="after")
+    def _token_iff_claimed(self) -> Phase2JobClaimOutcome:
+        if (self.kind is Phase2ClaimKind.CLAIMED) != (self.ownership_token is not None):
+            raise ValueError("ownership_token is set exactly when the job was claimed")
+        return self
+
+    @property
+    def claimed(self) -> bool:
+        return self.kind is Phase2ClaimKind.CLAIMED
+
+
 class BackfillState(_Value):
     status: BackfillStatus = BackfillStatus.PENDING
     last_watermark: str | None = None
@@ -275,9 +320,27 @@ class BackfillState(_Value):
 
 
 class BackfillStats(_Value):
+    """What a backfill, sync or watch did.
+
+    `scanned` files were considered: `upserted` of them were read into a thread row,
+    `failed` could not be read or parsed (or their path cannot be stored), and `unchanged`
+    were not read because their size and mtime match what was last read. `appended` counts
+    reads of only the lines appended to a file (`--watch`), `removed` the records dropped for
+    files that are gone (their threads stay). The last four are totals over the files read:
+    broken lines skipped, lines of types this version does not know, dynamic tools that
+    cannot be stored, and NUL or lone-surrogate characters replaced by U+FFFD.
+    """
+
     scanned: int = 0
     upserted: int = 0
     failed: int = 0
+    unchanged: int = 0
+    appended: int = 0
+    removed: int = 0
+    parse_errors: int = 0
+    unknown_types: int = 0
+    skipped_tools: int = 0
+    replaced_characters: int = 0
 
 
 class LogEntry(_Value):

@@ -19,6 +19,7 @@ from codex_state.repositories.consolidation import ConsolidationRepository
 from codex_state.repositories.jobs import Phase1JobRepository
 from codex_state.repositories.logs import LogRepository
 from codex_state.repositories.memories import MemoryRepository
+from codex_state.repositories.phase2 import Phase2JobRepository
 from codex_state.repositories.threads import ThreadRepository
 
 if TYPE_CHECKING:
@@ -115,6 +116,8 @@ class Operations:
     mark_phase1_job_succeeded = _write(Phase1JobRepository.mark_phase1_job_succeeded)
     mark_phase1_job_failed = _write(Phase1JobRepository.mark_phase1_job_failed)
     renew_phase1_job_lease = _write(Phase1JobRepository.renew_phase1_job_lease)
+    list_phase1_candidates = _read(Phase1JobRepository.list_phase1_candidates)
+    try_claim_phase1_jobs = _write(Phase1JobRepository.try_claim_phase1_jobs)
 
     # Consolidation: scope flags and lock
     mark_memory_scope_dirty = _write(ConsolidationRepository.mark_memory_scope_dirty)
@@ -124,6 +127,14 @@ class Operations:
     release_memory_consolidation_lock = _write(
         ConsolidationRepository.release_memory_consolidation_lock
     )
+
+    # Phase-2 jobs
+    list_dirty_memory_scopes = _read(Phase2JobRepository.list_dirty_memory_scopes)
+    try_claim_phase2_job = _write(Phase2JobRepository.try_claim_phase2_job)
+    set_phase2_job_agent_thread_id = _write(Phase2JobRepository.set_phase2_job_agent_thread_id)
+    heartbeat_phase2_job = _write(Phase2JobRepository.heartbeat_phase2_job)
+    mark_phase2_job_succeeded = _write(Phase2JobRepository.mark_phase2_job_succeeded)
+    mark_phase2_job_failed = _write(Phase2JobRepository.mark_phase2_job_failed)
 
     # Logs
     insert_log = _write(LogRepository.insert_log)

@@ -2,7 +2,7 @@
 
 Column order, types, defaults, keys and index names follow the Rust crate so a database Codex
 created and one this package created are interchangeable. Indexes added for our own queries
-carry names that start with ``ix_cs_`` (see revision 0002).
+carry names that start with ``ix_cs_`` (see revisions 0002 and 0003).
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+CANDIDATE_THREADS = "first_user_message <> ''"
+"""The threads phase-1 candidate selection considers (the partial index of revision 0003)."""
 
 
 class Base(DeclarativeBase):
@@ -78,6 +82,18 @@ class ThreadRow(Base):
         # so the keyset walk must be one index range scan, not a scan-then-sort.
         Index("ix_cs_threads_archived_created", "archived", created_at.desc(), id.desc()),
         Index("ix_cs_threads_archived_updated", "archived", updated_at.desc(), id.desc()),
+        # Ours (revision 0003): phase-1 candidate selection walks these threads in this order,
+        # reading only these columns (an index-only walk on PostgreSQL).
+        Index(
+            "ix_cs_threads_memory_candidates",
+            "archived",
+            updated_at.desc(),
+            id.desc(),
+            "source",
+            "cwd",
+            sqlite_where=text(CANDIDATE_THREADS),
+            postgresql_where=text(CANDIDATE_THREADS),
+        ),
     )
 
 
@@ -231,6 +247,25 @@ class BackfillStateRow(Base):
     __table_args__ = (CheckConstraint("id = 1", name="singleton"),)
 
 
+class RolloutFileRow(Base):
+    """Ours (revision 0003): what the index last read of each rollout file, for the sync.
+
+    `size` and `mtime_ns` are the file's as stat'ed just before it was read, so a file whose
+    pair still matches is not read again. `indexed_size` is the byte offset up to which its
+    lines were applied (the end of its last complete line), where `--watch` resumes reading
+    an appended file. `thread_id` is NULL for a file that could not be read or parsed.
+    """
+
+    __tablename__ = "rollout_files"
+
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    size: Mapped[int] = mapped_column(Int64)
+    mtime_ns: Mapped[int] = mapped_column(Int64)
+    indexed_size: Mapped[int] = mapped_column(Int64)
+    thread_id: Mapped[str | None] = mapped_column(Text)
+    indexed_at: Mapped[int] = mapped_column(Int64)
+
+
 threads = cast(Table, ThreadRow.__table__)
 logs = cast(Table, LogRowRecord.__table__)
 thread_dynamic_tools = cast(Table, ThreadDynamicToolRow.__table__)
@@ -240,6 +275,7 @@ memory_scope_dirty = cast(Table, MemoryScopeDirtyRow.__table__)
 memory_phase2_jobs = cast(Table, Phase2JobRow.__table__)
 memory_consolidation_locks = cast(Table, ConsolidationLockRow.__table__)
 backfill_state = cast(Table, BackfillStateRow.__table__)
+rollout_files = cast(Table, RolloutFileRow.__table__)
 
 SEED_TABLES = (
     "threads",

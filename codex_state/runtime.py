@@ -49,8 +49,10 @@ __all__ = ["Metrics", "StateRuntime"]
 RETRY_SECONDS = 30.0
 """How long a unit of work is rerun while the database is busy."""
 
+RETRY_INTERVAL = 0.01
+"""The pause between two attempts of a unit of work."""
+
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
-_RETRY_PAUSE = 0.01
 _RECONNECT_PAUSE_MAX = 0.5  # a lost connection's reruns back off to this
 
 T = TypeVar("T")
@@ -115,19 +117,9 @@ class StateRuntime(Operations):
         `pool_size` (at most 5) and `pool_timeout` are as for `from_url`.
         """
         settings = EngineSettings(pool_size=pool_size, pool_timeout=pool_timeout)
-        home = Path(codex_home).expanduser()
-        path = state_db_path(home)
-        try:
-            if home.exists() and not home.is_dir():
-                raise NotADirectoryError("it is not a directory")
-            home.mkdir(parents=True, exist_ok=True)
-            remove_legacy_state_files(home)
-            existed = path.exists()
-        except OSError as err:
-            count(metrics, METRIC_DB_INIT, {"status": "open_error"})
-            raise StateDbOpenError(f"cannot use codex home {home}: {err}") from err
-        url = URL.create("sqlite", database=str(path))
-        runtime = cls._open(url, str(path), default_provider, home, metrics, clock, settings)
+        home, url, existed = prepare_codex_home(codex_home, metrics)
+        database = str(url.database)
+        runtime = cls._open(url, database, default_provider, home, metrics, clock, settings)
         if not existed:
             count(metrics, METRIC_DB_INIT, {"status": "created"})
         return runtime
@@ -154,13 +146,8 @@ class StateRuntime(Operations):
                 transaction holds (default 5; 0 waits forever). A claim that could not get its
                 row answers `skipped_running`; other calls raise `LockTimeoutError`.
         """
-        try:
-            settings = EngineSettings(pool_size, pool_timeout, lock_timeout)
-            parsed = parse_url(url)
-        except StateDbOpenError:
-            count(metrics, METRIC_DB_INIT, {"status": "open_error"})
-            raise
-        shown = parsed.render_as_string(hide_password=True)
+        settings = EngineSettings(pool_size, pool_timeout, lock_timeout)
+        parsed, shown = parse_open_url(url, metrics)
         runtime = cls._open(parsed, shown, default_provider, None, metrics, clock, settings)
         if runtime._created:
             count(metrics, METRIC_DB_INIT, {"status": "created"})
@@ -177,22 +164,7 @@ class StateRuntime(Operations):
         clock: Clock | None,
         settings: EngineSettings,
     ) -> Self:
-        engine: Engine | None = None
-        try:
-            engine = make_engine(url, settings)
-            created = ensure_schema(engine)
-        except StateError:
-            count(metrics, METRIC_DB_INIT, {"status": "open_error"})
-            if engine is not None:
-                engine.dispose()
-            raise
-        except (SQLAlchemyError, OSError) as err:
-            count(metrics, METRIC_DB_INIT, {"status": "open_error"})
-            if engine is not None:
-                engine.dispose()
-            reason = _first_line(getattr(err, "orig", None) or err)
-            raise StateDbOpenError(f"cannot open state database {shown}: {reason}") from err
-        count(metrics, METRIC_DB_INIT, {"status": "opened"})
+        engine, created = open_migrated(lambda: make_engine(url, settings), shown, metrics)
         runtime = cls(engine, default_provider, codex_home=codex_home, metrics=metrics, clock=clock)
         runtime._created = created
         return runtime
@@ -294,7 +266,7 @@ class StateRuntime(Operations):
 
     def _transact(self, action: str, work: Callable[[Session], T], write: bool) -> T:
         deadline: float | None = None
-        pause = _RETRY_PAUSE
+        pause = RETRY_INTERVAL
         while True:
             self._check_open()
             try:
@@ -309,15 +281,14 @@ class StateRuntime(Operations):
                             session.commit()
                     return result
             except (StateError, DBAPIError) as err:
-                # A repository's errors arrive translated, a caller's own statements' raw.
-                cause = err if isinstance(err, DBAPIError) else err.__cause__
-                if not _is_retryable(cause):
+                disconnected = _is_disconnect(err)
+                if not disconnected and not is_retryable_error(err):
                     raise
                 now = time.monotonic()
                 deadline = deadline or now + RETRY_SECONDS
                 if now >= deadline:
                     raise
-                if _is_disconnect(cause):  # the server may be restarting: back off
+                if disconnected:  # the server may be restarting: back off
                     pause = min(pause * 2, _RECONNECT_PAUSE_MAX)
             time.sleep(pause)
 
@@ -326,10 +297,74 @@ class StateRuntime(Operations):
             raise StateError("the StateRuntime is closed")
 
 
-def _first_line(err: BaseException) -> str:
-    """The first line of a driver message: enough for a person, and one line for a CLI."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+# ------------------------------------------------- shared with AsyncStateRuntime (codex_state.aio)
+
+
+def prepare_codex_home(codex_home: str | Path, metrics: Metrics | None) -> tuple[Path, URL, bool]:
+    """`init`'s filesystem part: the home made and cleaned; (home, URL, file existed)."""
+    home = Path(codex_home).expanduser()
+    path = state_db_path(home)
+    try:
+        if home.exists() and not home.is_dir():
+            raise NotADirectoryError("it is not a directory")
+        home.mkdir(parents=True, exist_ok=True)
+        remove_legacy_state_files(home)
+        existed = path.exists()
+    except OSError as err:
+        count(metrics, METRIC_DB_INIT, {"status": "open_error"})
+        raise StateDbOpenError(f"cannot use codex home {home}: {err}") from err
+    return home, URL.create("sqlite", database=str(path)), existed
+
+
+def parse_open_url(url: str | URL, metrics: Metrics | None) -> tuple[URL, str]:
+    """`from_url`'s URL check: the parsed URL and how to show it (password hidden)."""
+    try:
+        parsed = parse_url(url)
+    except StateDbOpenError:
+        count(metrics, METRIC_DB_INIT, {"status": "open_error"})
+        raise
+    return parsed, parsed.render_as_string(hide_password=True)
+
+
+def open_migrated(
+    make: Callable[[], Engine], shown: str, metrics: Metrics | None
+) -> tuple[Engine, bool]:
+    """`make()` an engine and bring its schema to head; (engine, whether it was created).
+
+    Every failure counts an `open_error` and raises `StateError` (driver and filesystem errors
+    as `StateDbOpenError` naming `shown`), with the engine disposed.
+    """
+    engine: Engine | None = None
+    try:
+        engine = make()
+        created = ensure_schema(engine)
+    except StateError:
+        count(metrics, METRIC_DB_INIT, {"status": "open_error"})
+        if engine is not None:
+            engine.dispose()
+        raise
+    except (SQLAlchemyError, OSError) as err:
+        count(metrics, METRIC_DB_INIT, {"status": "open_error"})
+        if engine is not None:
+            engine.dispose()
+        raise open_error(shown, err) from err
+    count(metrics, METRIC_DB_INIT, {"status": "opened"})
+    return engine, created
+
+
+def open_error(shown: str, err: BaseException) -> StateDbOpenError:
+    reason = _first_line(getattr(err, "orig", None) or err)
+    return StateDbOpenError(f"cannot open state database {shown}: {reason}")
+
+
+def is_retryable_error(err: StateError | DBAPIError) -> bool:
+    """Whether a failed unit of work may be rerun: the database was busy or locked (SQLite),
+    or a serialization failure or deadlock (PostgreSQL).
+
+    A repository's errors arrive translated (the driver error is the `__cause__`), a caller's
+    own statements' raw.
+    """
+    return _is_retryable(err if isinstance(err, DBAPIError) else err.__cause__)
 
 
 class _Closing(AbstractContextManager[Session]):
@@ -347,7 +382,7 @@ class _Closing(AbstractContextManager[Session]):
             self._session.close()
 
 
-def _is_disconnect(cause: BaseException | None) -> bool:
+def _is_disconnect(err: StateError | DBAPIError) -> bool:
     """The unit's connection was lost (SQLAlchemy invalidated it) or could not be opened.
 
     Rerunning is safe before COMMIT (the server rolled the transaction back with the
@@ -356,14 +391,19 @@ def _is_disconnect(cause: BaseException | None) -> bool:
     answers `skipped_running`, a guarded finish or renew `False`, upserts write the same values
     (only `insert_log(s)` may store a batch twice). See docs/architecture.md, "Faults".
     """
+    cause = err if isinstance(err, DBAPIError) else err.__cause__
     if isinstance(cause, DBAPIError) and cause.connection_invalidated:
         return True
     return cause is not None and connection_lost(cause)
 
 
+def _first_line(err: BaseException) -> str:
+    """The first line of a driver message: enough for a person, and one line for a CLI."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _is_retryable(cause: BaseException | None) -> bool:
-    if _is_disconnect(cause):
-        return True
     error = cause.orig if isinstance(cause, DBAPIError) else cause
     if isinstance(error, sqlite3.OperationalError):
         message = str(error).lower()

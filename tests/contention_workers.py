@@ -113,3 +113,234 @@ def race(
             if process.is_alive():
                 process.kill()
     return sorted(results, key=lambda report: report.worker)
+
+
+BATCH = 64
+
+
+def batch_claim_all(
+    url: str,
+    thread_ids: Sequence[str],
+    worker: int,
+    start: Barrier,
+    reports: Queue[Any],
+    batch: int,
+) -> None:
+    """Claim every job once, in batches of `batch`, in this worker's own shuffled order."""
+    report = ClaimReport(worker)
+    try:
+        runtime = StateRuntime.from_url(url, "contention")
+    except Exception as err:  # reported, not raised: the parent asserts on it
+        report.errors.append(f"open: {err!r}")
+        start.abort()
+        reports.put(report)
+        return
+    owner = uuid.uuid4()
+    try:
+        order = list(thread_ids)
+        random.Random(worker).shuffle(order)
+        start.wait(timeout=120)
+        began = time.perf_counter()
+        for first in range(0, len(order), batch):
+            chunk = [(thread_id, *SCOPE, 100) for thread_id in order[first : first + batch]]
+            report.attempts += len(chunk)
+            try:
+                outcomes = runtime.try_claim_phase1_jobs(chunk, owner, LEASE)
+            except Exception as err:
+                report.errors.append(repr(err))
+                continue
+            for (thread_id, *_), outcome in zip(chunk, outcomes, strict=True):
+                if outcome.ownership_token is not None:
+                    report.claims.append((thread_id, outcome.ownership_token))
+        report.seconds = time.perf_counter() - began
+    except Exception as err:
+        report.errors.append(repr(err))
+    finally:
+        runtime.close()
+        reports.put(report)
+
+
+def race_batches(
+    ctx: SpawnContext,
+    url: str,
+    thread_ids: Sequence[str],
+    *,
+    workers: int = WORKERS,
+    batch: int = BATCH,
+) -> list[ClaimReport]:
+    """Run `workers` `batch_claim_all` processes against the same jobs; collect their reports."""
+    reports: Queue[Any] = ctx.Queue()
+    start = ctx.Barrier(workers)
+    processes: list[BaseProcess] = [
+        ctx.Process(
+            target=batch_claim_all, args=(url, list(thread_ids), worker, start, reports, batch)
+        )
+        for worker in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        results = [reports.get(timeout=240) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    return sorted(results, key=lambda report: report.worker)
+
+
+def drain(
+    url: str,
+    worker: int,
+    start: Barrier,
+    reports: Queue[Any],
+    batch: int,
+    single: bool,
+) -> None:
+    """Take jobs as a queue consumer would until none is left: list the claimable candidates
+    of `SCOPE` and claim them, in one batch (`try_claim_phase1_jobs`) or one by one."""
+    report = ClaimReport(worker)
+    try:
+        runtime = StateRuntime.from_url(url, "contention")
+    except Exception as err:
+        report.errors.append(f"open: {err!r}")
+        start.abort()
+        reports.put(report)
+        return
+    owner = uuid.uuid4()
+    try:
+        start.wait(timeout=120)
+        began = time.perf_counter()
+        misses = 0
+        while misses < 3:
+            candidates = runtime.list_phase1_candidates(
+                *SCOPE, max_age_seconds=10**10, sources=[], limit=batch, lease_seconds=LEASE
+            )
+            if not candidates:
+                break
+            report.attempts += len(candidates)
+            if single:
+                outcomes = [
+                    runtime.try_claim_phase1_job(
+                        c.thread_id, *SCOPE, owner, c.source_updated_at, LEASE
+                    )
+                    for c in candidates
+                ]
+            else:
+                outcomes = runtime.try_claim_phase1_jobs(candidates, owner, LEASE)
+            won = 0
+            for c, outcome in zip(candidates, outcomes, strict=True):
+                if outcome.ownership_token is not None:
+                    report.claims.append((str(c.thread_id), outcome.ownership_token))
+                    won += 1
+            misses = 0 if won else misses + 1
+        report.seconds = time.perf_counter() - began
+    except Exception as err:
+        report.errors.append(repr(err))
+    finally:
+        runtime.close()
+        reports.put(report)
+
+
+def race_drain(
+    ctx: SpawnContext, url: str, *, workers: int = WORKERS, batch: int = BATCH, single: bool
+) -> list[ClaimReport]:
+    """Run `workers` `drain` processes on the same queue of jobs; collect their reports."""
+    reports: Queue[Any] = ctx.Queue()
+    start = ctx.Barrier(workers)
+    processes: list[BaseProcess] = [
+        ctx.Process(target=drain, args=(url, worker, start, reports, batch, single))
+        for worker in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        results = [reports.get(timeout=600) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    return sorted(results, key=lambda report: report.worker)
+
+
+def dispensed(
+    url: str,
+    thread_ids: Sequence[str],
+    worker: int,
+    start: Barrier,
+    reports: Queue[Any],
+    batch: int,
+    single: bool,
+    cursor: Any,
+) -> None:
+    """Claim slices of `thread_ids` handed out by a shared `cursor` (each slice to one worker),
+    as a queue hands out jobs: in one batch (`try_claim_phase1_jobs`) or one by one."""
+    report = ClaimReport(worker)
+    try:
+        runtime = StateRuntime.from_url(url, "contention")
+    except Exception as err:
+        report.errors.append(f"open: {err!r}")
+        start.abort()
+        reports.put(report)
+        return
+    owner = uuid.uuid4()
+    try:
+        start.wait(timeout=120)
+        began = time.perf_counter()
+        while True:
+            with cursor.get_lock():
+                first = cursor.value
+                cursor.value += batch
+            chunk = [(thread_id, *SCOPE, 100) for thread_id in thread_ids[first : first + batch]]
+            if not chunk:
+                break
+            report.attempts += len(chunk)
+            if single:
+                outcomes = [
+                    runtime.try_claim_phase1_job(t, kind, key, owner, source, LEASE)
+                    for t, kind, key, source in chunk
+                ]
+            else:
+                outcomes = runtime.try_claim_phase1_jobs(chunk, owner, LEASE)
+            for (thread_id, *_), outcome in zip(chunk, outcomes, strict=True):
+                if outcome.ownership_token is not None:
+                    report.claims.append((thread_id, outcome.ownership_token))
+        report.seconds = time.perf_counter() - began
+    except Exception as err:
+        report.errors.append(repr(err))
+    finally:
+        runtime.close()
+        reports.put(report)
+
+
+def race_dispensed(
+    ctx: SpawnContext,
+    url: str,
+    thread_ids: Sequence[str],
+    *,
+    workers: int = WORKERS,
+    batch: int = BATCH,
+    single: bool,
+) -> list[ClaimReport]:
+    """Run `workers` `dispensed` processes over `thread_ids`; collect their reports."""
+    reports: Queue[Any] = ctx.Queue()
+    start = ctx.Barrier(workers)
+    cursor = ctx.Value("q", 0)
+    processes: list[BaseProcess] = [
+        ctx.Process(
+            target=dispensed,
+            args=(url, list(thread_ids), worker, start, reports, batch, single, cursor),
+        )
+        for worker in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        results = [reports.get(timeout=600) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    return sorted(results, key=lambda report: report.worker)

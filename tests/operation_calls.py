@@ -76,7 +76,21 @@ def sample_calls(runtime: Any, home: Path) -> dict[str, Call]:
         "mark_phase1_job_failed": lambda: runtime.mark_phase1_job_failed(
             thread_id, *SCOPE, token, "boom"
         ),
+        "list_phase1_candidates": lambda: runtime.list_phase1_candidates(
+            "cwd", None, max_age_seconds=10**10, sources=["cli"], limit=5, lease_seconds=60
+        ),
+        "try_claim_phase1_jobs": lambda: runtime.try_claim_phase1_jobs(
+            [(thread_id, "batch", "batch", 100)], owner, 60
+        ),
         "mark_memory_scope_dirty": lambda: runtime.mark_memory_scope_dirty(*SCOPE, True),
+        "list_dirty_memory_scopes": lambda: runtime.list_dirty_memory_scopes(5),
+        "try_claim_phase2_job": lambda: runtime.try_claim_phase2_job(*SCOPE, owner, 60),
+        "set_phase2_job_agent_thread_id": lambda: runtime.set_phase2_job_agent_thread_id(
+            *SCOPE, "token", owner
+        ),
+        "heartbeat_phase2_job": lambda: runtime.heartbeat_phase2_job(*SCOPE, "token"),
+        "mark_phase2_job_succeeded": lambda: runtime.mark_phase2_job_succeeded(*SCOPE, "token"),
+        "mark_phase2_job_failed": lambda: runtime.mark_phase2_job_failed(*SCOPE, "token", "boom"),
         "try_acquire_memory_consolidation_lock": lambda: (
             runtime.try_acquire_memory_consolidation_lock("/m", owner, 60)
         ),

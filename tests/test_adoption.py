@@ -6,9 +6,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from codex_state import BackfillStatus, SchemaMismatchError, StateRuntime, state_db_path
 from codex_state.errors import NewerCodexDatabaseError
+from codex_state.migrations import HEAD_REVISION
 from tests.codex_schema import create_codex_database, create_newer_codex_database
 
 THREAD_ID = "019c8a4c-ed82-79a1-aa28-7738fc5ab61a"
@@ -59,8 +61,14 @@ def test_codex_database_is_adopted_with_every_row(codex_home: Path) -> None:
                 row[0]
                 for row in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='index'")
             }
-        assert version == "0002"
+        assert version == HEAD_REVISION
         assert "ix_cs_threads_archived_created" in tables
+        assert (
+            runtime.run_in_transaction(  # our own table, added by revision 0003
+                lambda s: s.execute(text("SELECT COUNT(*) FROM rollout_files")).scalar()
+            )
+            == 0
+        )
 
     assert _count(path, "threads") == 1
     assert _count(path, "logs") == 1

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
 import shutil
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from codex_state import (
     BackfillStats,
@@ -22,9 +30,16 @@ from codex_state import (
     SortKey,
     StateRuntime,
 )
-from codex_state.backfill import BackfillProgress, backfill_codex_home, find_rollout_files
-from codex_state.errors import BackfillRunningError, InvalidInputError
+from codex_state.backfill import (
+    BackfillProgress,
+    backfill_codex_home,
+    find_rollout_files,
+    is_dead_local_owner,
+)
+from codex_state.errors import BackfillRunningError, DatabaseError, InvalidInputError
 from codex_state.repositories import BackfillRepository
+from codex_state.repositories.rollout_files import RolloutFileRepository
+from codex_state.sync import sync_codex_home
 from tests.conftest import Backend
 from tests.rollout_files import START, TOOL_SPECS, make_home, write_rollout
 
@@ -319,7 +334,7 @@ def test_second_process_is_told_a_backfill_is_running(
     second = _outcome(_worker(shared_backend.url, codex_home, "run"))
     assert "already running" in second["running"]
     (tmp_path / "go").touch()
-    assert _outcome(holder) == {"scanned": 5, "upserted": 5, "failed": 0}
+    assert _outcome(holder) == BackfillStats(scanned=5, upserted=5).model_dump()
 
 
 @pytest.mark.slow
@@ -422,3 +437,224 @@ def test_backfill_of_the_six_real_rollouts(backend: Backend, real_home: Path) ->
         )
         assert thread.rollout_path.parent == real_home / "sessions" / "2026" / "02" / "23"
         assert runtime.get_dynamic_tools(thread.id) is None
+
+
+# ------------------------------------------------------------ database errors and bad files
+
+
+@contextmanager
+def failing_statements(
+    runtime: StateRuntime, pattern: str, *, after: int = 0, times: int = 1, transient: bool = False
+) -> Iterator[list[int]]:
+    """Make the driver fail statements matching `pattern` (a regex, from the start, case
+    ignored) on calls `after+1 .. after+times`, as a full disk or a busy database would."""
+    matches = re.compile(pattern, re.IGNORECASE).match
+    engine = runtime.engine
+    calls = [0]
+
+    def error() -> Exception:
+        if engine.dialect.name == "sqlite":
+            return sqlite3.OperationalError(
+                "database is locked" if transient else "disk I/O error (injected)"
+            )
+        import psycopg
+
+        if transient:
+            return psycopg.errors.SerializationFailure("injected serialization failure")
+        return psycopg.errors.DiskFull("could not extend file: No space left (injected)")
+
+    def before(*args: Any) -> None:
+        statement: str = args[2]
+        if matches(statement.lstrip()):
+            calls[0] += 1
+            if after < calls[0] <= after + times:
+                raise error()
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield calls
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def _records(runtime: StateRuntime, home: Path) -> dict[str, Any]:
+    return runtime.run_in_transaction(
+        lambda s: RolloutFileRepository(s).get_rollout_files(str(home))
+    )
+
+
+def test_database_error_stops_the_backfill_before_the_watermark_passes_unstored_files(
+    backend: Backend, codex_home: Path
+) -> None:
+    runtime = backend.runtime()
+    make_home(codex_home, 6)
+    watermarks = [rollout.watermark for rollout in find_rollout_files(codex_home)]
+    with (
+        failing_statements(runtime, "INSERT INTO THREADS", after=1),
+        pytest.raises(DatabaseError, match="injected"),
+    ):
+        backfill_codex_home(runtime, codex_home, batch_size=2)
+    state = runtime.get_backfill_state()
+    assert state.status is BackfillStatus.PENDING  # released, not complete
+    assert state.last_watermark == watermarks[1]  # the first batch only
+    assert len(stored_ids(runtime)) == 2
+    assert len(_records(runtime, codex_home)) == 2  # the failed batch recorded nothing
+
+    stats = backfill_codex_home(runtime, codex_home, batch_size=2)
+    assert stats == BackfillStats(scanned=4, upserted=4)
+    assert len(stored_ids(runtime)) == 6
+    assert runtime.get_backfill_state().status is BackfillStatus.COMPLETE
+
+
+def test_transient_database_errors_are_retried_and_lose_nothing(
+    backend: Backend, codex_home: Path
+) -> None:
+    runtime = backend.runtime()
+    make_home(codex_home, 6)
+    with failing_statements(runtime, "INSERT INTO THREADS", times=3, transient=True) as calls:
+        stats = backfill_codex_home(runtime, codex_home, batch_size=2)
+    assert calls[0] == 3 + 3  # three failed attempts, then the three batches
+    assert stats == BackfillStats(scanned=6, upserted=6)
+    assert len(stored_ids(runtime)) == 6
+    assert runtime.get_backfill_state().status is BackfillStatus.COMPLETE
+
+
+def test_a_failed_release_leaves_a_lease_this_host_takes_over_at_once(
+    backend: Backend, codex_home: Path
+) -> None:
+    runtime = backend.runtime()
+    make_home(codex_home, 4)
+    with (
+        failing_statements(runtime, "INSERT INTO THREADS", after=1),
+        failing_statements(runtime, _RELEASE, times=9),
+        pytest.raises(DatabaseError),
+    ):
+        # The release fails too (a full disk): the lease stays with this dead owner.
+        backfill_codex_home(runtime, codex_home, batch_size=2, owner=_dead_owner())
+    assert runtime.get_backfill_state().status is BackfillStatus.RUNNING
+    stats = backfill_codex_home(runtime, codex_home, batch_size=2, lease_seconds=LEASE)
+    assert stats.upserted == 2
+    assert runtime.get_backfill_state().status is BackfillStatus.COMPLETE
+
+
+# The release: back to pending, only where this owner holds a running lease.
+_RELEASE = (
+    r"UPDATE backfill_state SET status=\S+, updated_at=\S+, lease_owner=\S+ WHERE .*\.status = "
+)
+
+
+def _dead_owner() -> str:
+    done = subprocess.run([sys.executable, "-c", "pass"], check=True)
+    assert done.returncode == 0
+    pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    pid.wait()  # reaped: no process has this pid now
+    return f"{socket.gethostname()}:{pid.pid}:deadbeef"
+
+
+def test_only_a_dead_holder_on_this_host_is_taken_over_early(
+    backend: Backend, codex_home: Path
+) -> None:
+    runtime = backend.runtime()
+    make_home(codex_home, 1)
+    host = socket.gethostname()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for holder in (
+            f"{host}:{alive.pid}:cafe0001",  # alive
+            f"{host}:{os.getpid()}:cafe0002",  # this very process
+            f"not-{host}:{_dead_owner().split(':')[1]}:cafe0003",  # another host
+            "someone",  # not host:pid:random
+            f"{host}:x:y",
+        ):
+            assert is_dead_local_owner(holder) is False
+            assert _lease(runtime).try_claim_backfill(holder, LEASE) is not None
+            with pytest.raises(BackfillRunningError):
+                backfill_codex_home(runtime, codex_home, lease_seconds=LEASE)
+            assert _lease(runtime).release_backfill_lease(holder)
+    finally:
+        alive.kill()
+        alive.wait()
+    dead = _dead_owner()
+    assert is_dead_local_owner(dead)
+    assert _lease(runtime).try_claim_backfill(dead, LEASE) is not None
+    assert backfill_codex_home(runtime, codex_home, lease_seconds=LEASE).upserted == 1
+    assert not _lease(runtime).checkpoint_backfill_lease(dead, None)
+
+
+@pytest.mark.slow
+def test_killed_backfill_is_taken_over_at_once_on_the_same_host(
+    shared_backend: Backend, codex_home: Path
+) -> None:
+    make_home(codex_home, 5)
+    killed = _worker(shared_backend.url, codex_home, "kill-at", "4")
+    killed.communicate(timeout=120)
+    assert killed.returncode == -9
+    runtime = shared_backend.runtime()  # the real clock: the lease has not expired
+    assert runtime.get_backfill_state().status is BackfillStatus.RUNNING
+    stats = backfill_codex_home(runtime, codex_home, batch_size=2, lease_seconds=LEASE)
+    assert stats.upserted == 3
+    assert runtime.get_backfill_state().status is BackfillStatus.COMPLETE
+
+
+def test_a_rollout_whose_path_is_not_utf8_fails_alone(
+    backend: Backend, codex_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if sys.platform != "linux":
+        pytest.skip("needs a file system that takes any bytes in a name")
+    runtime = backend.runtime()
+    make_home(codex_home, 2)
+    folder = os.path.join(os.fsencode(codex_home), b"sessions", b"2026", b"\xff\xfe")
+    os.makedirs(folder)
+    last = os.path.join(folder, f"rollout-2026-02-10T09-30-00-{uuid.uuid4()}.jsonl".encode())
+    with open(last, "wb") as file:
+        file.write(Path(make_home(codex_home / "x", 1)[0]).read_bytes())
+    # It sorts last: the watermark must still be one the database can store.
+    assert find_rollout_files(codex_home)[-1].path == Path(os.fsdecode(last))
+
+    with caplog.at_level(logging.WARNING, logger="codex_state"):
+        stats = backfill_codex_home(runtime, codex_home, batch_size=2)
+    assert stats == BackfillStats(scanned=3, upserted=2, failed=1)
+    assert "not valid UTF-8" in caplog.text and "\\xff\\xfe" in caplog.text
+    state = runtime.get_backfill_state()
+    assert state.status is BackfillStatus.COMPLETE
+    assert state.last_watermark == find_rollout_files(codex_home)[1].watermark
+    assert len(stored_ids(runtime)) == 2
+    synced = sync_codex_home(runtime, codex_home)  # nothing is read again
+    assert synced == BackfillStats(scanned=3, failed=1, unchanged=2)
+
+
+def test_a_file_whose_values_no_column_holds_fails_alone(
+    backend: Backend, codex_home: Path
+) -> None:
+    runtime = backend.runtime()
+    make_home(codex_home, 2)
+    huge = write_rollout(codex_home, created=START + timedelta(days=1), tokens=2**64)
+    stats = backfill_codex_home(runtime, codex_home)
+    assert stats == BackfillStats(scanned=3, upserted=2, failed=1)
+    assert _records(runtime, codex_home)[str(huge)].thread_id is None
+    assert runtime.get_backfill_state().status is BackfillStatus.COMPLETE
+
+
+def test_stats_count_unknown_types_skipped_tools_and_replaced_characters(
+    backend: Backend, codex_home: Path
+) -> None:
+    runtime = backend.runtime()
+    path = write_rollout(
+        codex_home,
+        message="hello\u0000world",
+        tools=[*TOOL_SPECS, {"type": "from-the-future"}, {"name": "no schema"}],
+    )
+    with path.open("a") as file:
+        file.write(
+            '{"timestamp": "2026-02-10T09:40:00.000Z", "type": "world_state", "payload": {}}\n'
+        )
+        file.write("not json\n")
+    stats = backfill_codex_home(runtime, codex_home)
+    assert stats == BackfillStats(
+        scanned=1,
+        upserted=1,
+        parse_errors=1,
+        unknown_types=1,
+        skipped_tools=2,
+        replaced_characters=2,  # in the title and in the first user message
+    )

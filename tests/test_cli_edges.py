@@ -126,7 +126,7 @@ def test_an_unexpected_error_is_one_line_too(
     def broken(*_: object, **__: object) -> None:
         raise RuntimeError("something\nwent wrong")
 
-    monkeypatch.setattr("codex_state.cli.threads.backfill_codex_home", broken)
+    monkeypatch.setattr("codex_state.cli.threads.sync_codex_home", broken)
     code, _, err = run("--home", str(home), "backfill", capsys=capsys)
     assert code == 1
     assert one_error_line(err) == "internal error: RuntimeError: something"

@@ -5,16 +5,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
-from codex_state import StateRuntime
+from codex_state import BackfillStatus, StateError, StateRuntime
+from codex_state import backfill as backfill_module
 from codex_state.cli import main
-from codex_state.repositories import BackfillRepository
+from codex_state.errors import DatabaseError
+from codex_state.repositories import BackfillRepository, ThreadRepository
 from tests.conftest import Backend
+from tests.rollout_files import START, line, tokens, write_rollout
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "codex-home"
@@ -56,7 +65,8 @@ def test_backfill_then_threads_table(home: Path, capsys: pytest.CaptureFixture[s
 
     code, out, _ = run(home, "backfill", capsys=capsys)
     assert code == 0
-    assert "indexed 5 of 5 rollout files" in out and "(0 failed); backfill complete" in out
+    assert out.startswith(f"indexed 5 of 5 rollout files from {home} (0 failed); ")
+    assert out.endswith("; backfill complete\n") and len(out.splitlines()) == 1
 
     code, out, err = run(home, "threads", capsys=capsys)
     assert code == 0 and err == ""
@@ -66,10 +76,10 @@ def test_backfill_then_threads_table(home: Path, capsys: pytest.CaptureFixture[s
     assert "Bump the HTTP client to 0.28 and fix what breaks" in lines[1]
     assert lines[2].split()[3:5] == ["vscode", "azure"]
 
-    code, out, _ = run(home, "backfill", capsys=capsys)
-    assert code == 0 and "already complete" in out
+    code, out, _ = run(home, "backfill", capsys=capsys)  # a sync: nothing changed, nothing read
+    assert code == 0 and "indexed 0 of 5 rollout files" in out and "; 5 unchanged, " in out
     code, out, _ = run(home, "backfill", "--reindex", capsys=capsys)
-    assert code == 0 and "indexed 5 of 5" in out
+    assert code == 0 and "indexed 5 of 5" in out and "; 0 unchanged, " in out
 
 
 def test_threads_filters_sort_limit_and_json(
@@ -186,3 +196,151 @@ def test_cli_as_a_subprocess(home: Path, tmp_path: Path) -> None:
     assert broken.returncode == 1
     assert "Traceback" not in broken.stderr
     assert broken.stderr.startswith("codex-state: error: cannot use codex home")
+
+
+# ------------------------------------------------------------------------ sync and failures
+
+
+def test_backfill_after_new_files_reads_only_those(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(home, "backfill", capsys=capsys)[0] == 0
+    read: list[str] = []
+    real = backfill_module.extract_metadata_from_rollout
+
+    def extract(path: Any, provider: str) -> Any:
+        read.append(str(path))
+        return real(path, provider)
+
+    monkeypatch.setattr(backfill_module, "extract_metadata_from_rollout", extract)
+    new = write_rollout(home, created=START + timedelta(days=40), message="a new session")
+    code, out, _ = run(home, "backfill", capsys=capsys)
+    assert code == 0 and read == [str(new)]
+    assert out.startswith(f"indexed 1 of 6 rollout files from {home} (0 failed); 5 unchanged, ")
+    code, out, _ = run(home, "threads", "--limit", "1", "--sort", "created", capsys=capsys)
+    assert "a new session" in out
+
+
+def test_backfill_reports_unknown_types_skipped_tools_and_replaced_characters(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_rollout(home, message="nul\u0000here", tools=[{"type": "future"}])
+    with path.open("a") as file:
+        file.write(line("world_state", {}) + "\n" + line("event_msg", {"type": "new_kind"}) + "\n")
+    code, out, _ = run(home, "backfill", capsys=capsys)
+    assert code == 0
+    assert (
+        "; 0 broken lines, 2 lines of unknown types, 1 skipped tools, 2 replaced characters; "
+        "backfill complete"
+    ) in out
+
+
+def test_database_error_fails_the_backfill_in_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(*_: object) -> None:
+        raise DatabaseError("upsert_threads failed: database or disk is full")
+
+    monkeypatch.setattr(ThreadRepository, "upsert_threads", full_disk)
+    code, out, err = run(home, "backfill", capsys=capsys)
+    assert code == 1 and out == ""
+    assert err == "codex-state: error: upsert_threads failed: database or disk is full\n"
+    monkeypatch.undo()
+    with StateRuntime.init(home, "openai") as runtime:
+        state = runtime.get_backfill_state()
+        assert state.status is BackfillStatus.PENDING and state.last_watermark is None
+    code, out, _ = run(home, "backfill", capsys=capsys)
+    assert code == 0 and "indexed 5 of 5" in out and out.endswith("backfill complete\n")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "drop threads", "drop rollout_files"])
+def test_a_corrupt_database_is_never_reported_complete(
+    home: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    assert run(home, "backfill", capsys=capsys)[0] == 0
+    database = home / "state_4.sqlite"
+    if damage == "garbage":
+        for suffix in ("-wal", "-shm"):
+            database.with_name(database.name + suffix).unlink(missing_ok=True)
+        database.write_bytes(b"this is not a database, " * 200)
+    else:
+        conn = sqlite3.connect(database)
+        conn.execute(f"DROP TABLE {damage.split()[1]}")
+        conn.commit()
+        conn.close()
+    code, out, err = run(home, "backfill", capsys=capsys)  # nothing changed in the home
+    assert code == 1 and "complete" not in out
+    assert err.startswith("codex-state: error: ") and len(err.splitlines()) == 1
+
+
+def _watch_process(home: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "codex_state.cli",
+            "--home",
+            str(home),
+            "backfill",
+            "--watch",
+            *args,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait(condition: Any, what: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)  # waiting for the watching process, not ageing a lease
+
+
+def _tokens_of(home: Path, thread_id: str) -> int | None:
+    try:
+        with StateRuntime.init(home, "openai") as runtime:
+            thread = runtime.get_thread(thread_id)
+    except StateError:
+        return None  # not created yet
+    return None if thread is None else thread.tokens_used
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_watch_keeps_the_index_current_until_stopped(home: Path, stop: signal.Signals) -> None:
+    path = next(home.rglob(f"rollout-*{LIVE[0]}.jsonl"))
+    watcher = _watch_process(home, "--interval", "0.1")
+    try:
+        _wait(lambda: _tokens_of(home, LIVE[0]) is not None, "the first sync", watcher)
+        with path.open("a") as file:  # Codex, another process, appends a token count
+            file.write(tokens(123_456_789) + "\n")
+        _wait(lambda: _tokens_of(home, LIVE[0]) == 123_456_789, "the appended line", watcher)
+        watcher.send_signal(stop)
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.communicate()
+    assert watcher.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("indexed 5 of 5 rollout files")
+    assert lines[1].startswith("stopped after ") and "1 appended" in lines[1]
+    assert lines[1].endswith("backfill complete")
+    assert "watching" in err and "Traceback" not in err
+    with StateRuntime.init(home, "openai") as runtime:
+        assert runtime.get_backfill_state().status is BackfillStatus.COMPLETE
+        owner = runtime.run_in_transaction(
+            lambda s: s.execute(text("SELECT lease_owner FROM backfill_state")).scalar()
+        )
+    assert owner is None  # released
+
+
+def test_interval_is_range_checked(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--home", str(home), "backfill", "--watch", "--interval", "0"])
+    assert exited.value.code == 2
+    assert "must be from 0.01 to 86400 seconds" in capsys.readouterr().err

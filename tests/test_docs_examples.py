@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["memories.md", "threads.md", "rollouts.md", "logs.md"]
+PAGES = ["memories.md", "threads.md", "rollouts.md", "logs.md", "repositories.md"]
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 

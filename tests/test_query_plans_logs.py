@@ -1,7 +1,7 @@
 """Query-plan guards: the viewer's tail query and thread filter are index searches, not scans.
 
-The statements checked are the ones `query_logs` really sends (captured from the fast-read
-cursor), so a change to how the repository builds SQL cannot slip past.
+The statements checked are the ones `query_logs` really sends (captured from the engine's
+cursor events), so a change to how the repository builds SQL cannot slip past.
 """
 
 from __future__ import annotations
@@ -70,7 +70,13 @@ def filled(shared_backend: Backend) -> StateRuntime:
 def test_log_queries_use_an_index(filled: StateRuntime, name: str) -> None:
     shown = plan(filled, QUERIES[name])
     if filled.engine.dialect.name == "sqlite":
-        lines = [line.strip() for line in shown.splitlines()]
+        # The page is read in a subquery (aggregated into JSON outside it): the lines about
+        # the logs table are the plan of the read.
+        lines = [
+            line.strip()
+            for line in shown.splitlines()
+            if line.strip().endswith(" logs") or " logs " in line
+        ]
         if name == "backfill":
             # No filter: walking the rowid b-tree backwards and stopping at the limit is ideal.
             assert lines == ["SCAN logs"], shown

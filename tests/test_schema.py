@@ -50,7 +50,9 @@ def test_upgrade_downgrade_upgrade_round_trip(backend: Backend) -> None:
         run_alembic(conn, "upgrade", "head")
     with engine.connect() as conn:
         assert set(SEED_TABLES) <= set(inspect(conn).get_table_names())
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert (
+            conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+        )
     assert runtime.get_backfill_state().status == "pending"
 
 
@@ -129,3 +131,20 @@ def test_cli_alembic_upgrade_from_repo_root(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     with StateRuntime.init(home, "p") as runtime:
         assert runtime.get_backfill_state().status == "pending"
+
+
+def test_rollout_files_revision_round_trip_keeps_the_rest(backend: Backend) -> None:
+    runtime = backend.runtime()
+    runtime.checkpoint_backfill("sessions/2026/01/01/rollout-a.jsonl")
+    with migration_connection(runtime.engine) as conn:
+        run_alembic(conn, "downgrade", "0002")
+    with runtime.engine.connect() as conn:
+        assert "rollout_files" not in set(inspect(conn).get_table_names())
+    with migration_connection(runtime.engine) as conn:
+        run_alembic(conn, "upgrade", "head")
+    with runtime.engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("rollout_files")}
+        key = inspect(conn).get_pk_constraint("rollout_files")["constrained_columns"]
+    assert columns == {"path", "size", "mtime_ns", "indexed_size", "thread_id", "indexed_at"}
+    assert key == ["path"]
+    assert runtime.get_backfill_state().last_watermark == "sessions/2026/01/01/rollout-a.jsonl"

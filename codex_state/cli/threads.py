@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import time
 from collections.abc import Iterator
-from typing import Any, TextIO
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn, TextIO
 
 from codex_state.arguments import INT64_MAX
-from codex_state.backfill import BackfillProgress, backfill_codex_home
+from codex_state.backfill import BackfillProgress
 from codex_state.cli.common import Parser, emit, int_option, printable
 from codex_state.cli.database import open_for_reading, open_for_writing, require_home
 from codex_state.errors import ThreadNotFoundError
-from codex_state.models import BackfillStatus, SortKey, ThreadMetadata
+from codex_state.models import BackfillStats, BackfillStatus, SortKey, ThreadMetadata
 from codex_state.runtime import StateRuntime
+from codex_state.sync import DEFAULT_WATCH_INTERVAL, sync_codex_home, watch_codex_home
 
 _PAGE_SIZE = 200
 _TITLE_WIDTH = 60
@@ -27,13 +33,25 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         "backfill",
         help="index the rollout files of the codex home",
         description="Index sessions/**/rollout-*.jsonl and archived_sessions/ into the database. "
-        "Resumes after an interrupted run; a completed backfill is not repeated unless "
-        "--reindex is given.",
+        "The first run reads every file; later runs read only new and changed files (by size "
+        "and mtime) and resume an interrupted run. --watch keeps the index current.",
     )
     backfill.add_argument(
         "--reindex",
         action="store_true",
-        help="rescan every rollout file, including ones an earlier run skipped",
+        help="read every rollout file again, changed or not",
+    )
+    backfill.add_argument(
+        "--watch",
+        action="store_true",
+        help="after indexing, keep polling: apply appended lines and index new files until Ctrl-C",
+    )
+    backfill.add_argument(
+        "--interval",
+        type=_seconds,
+        default=DEFAULT_WATCH_INTERVAL,
+        metavar="SECONDS",
+        help="with --watch, seconds between polls (default: %(default)s)",
     )
     backfill.set_defaults(handler=_run_backfill)
 
@@ -86,15 +104,24 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
 # ----------------------------------------------------------------------------------- backfill
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0.01 <= seconds <= 86_400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be from 0.01 to 86400 seconds, got {value!r}")
+    return seconds
+
+
 def _run_backfill(args: argparse.Namespace) -> int:
     home = require_home(args.home)  # the rollouts come from there, even with --db
     with open_for_writing(args) as runtime:
-        if not args.reindex and runtime.get_backfill_state().status is BackfillStatus.COMPLETE:
-            print("backfill already complete; use --reindex to rescan every rollout file")
-            return 0
+        if args.watch:
+            return _watch(runtime, home, args)
         bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
         try:
-            stats = backfill_codex_home(
+            stats = sync_codex_home(
                 runtime,
                 home,
                 reindex=args.reindex,
@@ -103,12 +130,64 @@ def _run_backfill(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-        state = runtime.get_backfill_state()
-        print(
-            f"indexed {stats.upserted} of {stats.scanned} rollout files from "
-            f"{printable(str(home))} ({stats.failed} failed); backfill {state.status.value}"
-        )
+        print(_summary("indexed", stats, home, runtime))
     return 0
+
+
+def _summary(verb: str, stats: BackfillStats, home: Path, runtime: StateRuntime) -> str:
+    """One line: what was read, skipped and counted, and the backfill status.
+
+    The status and a thread id are read back from the database, so a broken one (a dropped
+    table, a file overwritten) fails here even when the sync had nothing to write, rather
+    than being reported complete.
+    """
+    status = runtime.get_backfill_state().status
+    runtime.list_thread_ids(1)
+    appended = f", {stats.appended} appended" if stats.appended else ""
+    return (
+        f"{verb} {stats.upserted} of {stats.scanned} rollout files from "
+        f"{printable(str(home))} ({stats.failed} failed); {stats.unchanged} unchanged, "
+        f"{stats.removed} removed{appended}; {stats.parse_errors} broken lines, "
+        f"{stats.unknown_types} lines of unknown types, {stats.skipped_tools} skipped tools, "
+        f"{stats.replaced_characters} replaced characters; backfill {status.value}"
+    )
+
+
+def _watch(runtime: StateRuntime, home: Path, args: argparse.Namespace) -> int:
+    def synced(stats: BackfillStats) -> None:
+        print(_summary("indexed", stats, home, runtime), flush=True)
+        print(
+            f"watching {printable(str(home))} every {args.interval:g} s; Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    started = time.monotonic()
+    with _terminate_as_interrupt():
+        stats = watch_codex_home(
+            runtime, home, interval=args.interval, reindex=args.reindex, on_sync=synced
+        )
+    elapsed = time.monotonic() - started
+    print(_summary(f"stopped after {elapsed:.0f} s: indexed", stats, home, runtime))
+    return 0
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, a service manager) stops a watch as cleanly as Ctrl-C."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> NoReturn:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _ProgressBar:

@@ -11,6 +11,8 @@ from codex_state.repositories.consolidation import ConsolidationRepository
 from codex_state.repositories.jobs import Phase1JobRepository
 from codex_state.repositories.logs import LogRepository
 from codex_state.repositories.memories import MemoryRepository
+from codex_state.repositories.phase2 import Phase2JobRepository
+from codex_state.repositories.rollout_files import RolloutFileRepository
 from codex_state.repositories.threads import ThreadRepository
 
 __all__ = [
@@ -19,6 +21,8 @@ __all__ = [
     "LogRepository",
     "MemoryRepository",
     "Phase1JobRepository",
+    "Phase2JobRepository",
     "Repository",
+    "RolloutFileRepository",
     "ThreadRepository",
 ]

