@@ -209,9 +209,6 @@ class FairLock:
             else:
                 self._owner = None
 
-    def held_by_me(self) -> bool:
-        return self._owner == threading.get_ident()
-
     def __enter__(self) -> None:
         if not self.acquire(self.timeout):
             raise LockTimeoutError(f"gave up after {self.timeout:g} s waiting for {self.what}")

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.util.queue import Empty, Full
 
-from codex_state import LockTimeoutError, StateRuntime
+from codex_state import InvalidInputError, LockTimeoutError, StateRuntime
 from codex_state.errors import connection_lost
 from codex_state.pool import POOL_LOGGER, FairLock, FairQueue, FairQueuePool, OncePerInterval
 
@@ -127,9 +129,30 @@ def test_fair_lock_wait_is_bounded() -> None:
 
 
 def test_every_pool_of_a_file_database_is_fair(tmp_path: Path) -> None:
-    with StateRuntime.from_url(f"sqlite:///{tmp_path / 'state.sqlite'}", "x") as runtime:
+    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    with StateRuntime.from_url(url, "x") as runtime:
         assert isinstance(runtime.engine.pool, FairQueuePool)
         assert runtime.engine.pool.size() == 5
+    with StateRuntime.from_url(url, "x", pool_size=2, pool_timeout=1.5) as runtime:
+        assert runtime.engine.pool.size() == 2
+        assert runtime.engine.pool.timeout() == 1.5
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"pool_size": 6}, "pool_size is at most 5 on SQLite: 6"),
+        ({"pool_size": 0}, "pool_size must be a positive int, got 0"),
+        ({"pool_size": True}, "pool_size must be a positive int, got True"),
+        ({"pool_timeout": -1}, "pool_timeout must be a number of seconds >= 0, got -1"),
+        ({"lock_timeout": float("nan")}, "lock_timeout must be a number of seconds >= 0"),
+    ],
+)
+def test_bad_engine_settings_are_bad_input(
+    tmp_path: Path, settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        StateRuntime.from_url(f"sqlite:///{tmp_path / 'state.sqlite'}", "x", **settings)
 
 
 def test_pool_warnings_pass_once_per_interval_as_one_line() -> None:

@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import Connection, create_engine, text
 
 from codex_state import LockTimeoutError, Phase1ClaimKind, StateRuntime
+from codex_state.pool import FairQueuePool
 from codex_state.repositories import ConsolidationRepository, Phase1JobRepository
 from tests.conftest import pg_base_url
 from tests.memory_support import SCOPE, add_thread, claim_token
@@ -77,6 +78,8 @@ def test_the_lock_timeout_is_set_on_every_connection(pg_schema_url: str) -> None
             return value
 
     with StateRuntime.from_url(pg_schema_url, "faults") as runtime:
+        assert isinstance(runtime.engine.pool, FairQueuePool)
+        assert not runtime.engine.pool._pre_ping  # a lost connection is rerun instead
         assert setting(runtime, "lock_timeout") == "5s"
         assert setting(runtime, "search_path").startswith("t_")  # the URL's options kept
     with StateRuntime.from_url(pg_schema_url, "faults", lock_timeout=0) as runtime:
