@@ -44,7 +44,7 @@ from codex_state.engine import (
 )
 from codex_state.errors import StateError, translate_db_errors
 from codex_state.metrics import METRIC_DB_INIT, Metrics, count
-from codex_state.operations import Operation, Operations
+from codex_state.operations import Facade, Operation
 from codex_state.repositories.base import Repository
 from codex_state.repositories.threads import ThreadRepository
 from codex_state.runtime import (
@@ -66,7 +66,7 @@ T = TypeVar("T")
 RepositoryT = TypeVar("RepositoryT", bound=Repository)
 
 
-class AsyncStateRuntime(Operations):
+class AsyncStateRuntime(Facade):
     """Awaitable access to a state database: `await db.list_threads(50)`.
 
     Open it with `await AsyncStateRuntime.init(...)` or `await AsyncStateRuntime.from_url(...)`
@@ -243,27 +243,9 @@ class AsyncStateRuntime(Operations):
         await self.aclose()
 
     @property
-    def closed(self) -> bool:
-        """True once `aclose` was called: every call then raises `StateError`."""
-        return self._closed
-
-    @property
-    def codex_home(self) -> Path | None:
-        """The codex home given to `init` (None for `from_url`)."""
-        return self._codex_home
-
-    @property
-    def default_provider(self) -> str:
-        return self._default_provider
-
-    @property
     def engine(self) -> AsyncEngine:
         """The configured `AsyncEngine`: bind your own `AsyncSession`s to it."""
         return self._engine
-
-    @property
-    def metrics(self) -> Metrics | None:
-        return self._metrics
 
     def sync_runtime(self) -> StateRuntime:
         """A `StateRuntime` on the same database, for code that runs in threads of its own.

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
+from codex_state.metrics import Metrics
 from codex_state.repositories.backfill import BackfillRepository
 from codex_state.repositories.base import Repository
 from codex_state.repositories.consolidation import ConsolidationRepository
@@ -147,6 +149,34 @@ class Operations:
 
     def _bind(self, operation: Operation[Any, Any, Any]) -> Callable[..., Any]:
         raise NotImplementedError
+
+
+class Facade(Operations):
+    """What `StateRuntime` and `AsyncStateRuntime` both hold besides their engine."""
+
+    _codex_home: Path | None
+    _default_provider: str
+    _metrics: Metrics | None
+    _closed: bool
+
+    @property
+    def closed(self) -> bool:
+        """True once the runtime was closed: every call then raises `StateError`."""
+        return self._closed
+
+    @property
+    def codex_home(self) -> Path | None:
+        """The codex home given to `init` (None for `from_url`)."""
+        return self._codex_home
+
+    @property
+    def default_provider(self) -> str:
+        """The model provider recorded for rollouts that name none."""
+        return self._default_provider
+
+    @property
+    def metrics(self) -> Metrics | None:
+        return self._metrics
 
 
 def operations() -> dict[str, Operation[Any, Any, Any]]:

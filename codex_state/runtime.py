@@ -38,7 +38,7 @@ from codex_state.engine import (
 from codex_state.errors import StateDbOpenError, StateError, connection_lost, translate_db_errors
 from codex_state.metrics import METRIC_DB_INIT, Metrics, count
 from codex_state.migrations import ensure_schema
-from codex_state.operations import Operation, Operations
+from codex_state.operations import Facade, Operation
 from codex_state.paths import remove_legacy_state_files, state_db_path
 from codex_state.pool import FairLock
 from codex_state.repositories.base import Repository
@@ -59,7 +59,7 @@ T = TypeVar("T")
 RepositoryT = TypeVar("RepositoryT", bound=Repository)
 
 
-class StateRuntime(Operations):
+class StateRuntime(Facade):
     """Handle on one state database. Safe to share between threads; close it when done."""
 
     def __init__(
@@ -188,27 +188,9 @@ class StateRuntime(Operations):
         self.close()
 
     @property
-    def closed(self) -> bool:
-        """True once `close` was called: every call then raises `StateError`."""
-        return self._closed
-
-    @property
-    def codex_home(self) -> Path | None:
-        """The codex home given to `init` (None for `from_url`)."""
-        return self._codex_home
-
-    @property
-    def default_provider(self) -> str:
-        return self._default_provider
-
-    @property
     def engine(self) -> Engine:
         """The configured engine (pragmas, pool, write BEGIN): bind your own Sessions to it."""
         return self._engine
-
-    @property
-    def metrics(self) -> Metrics | None:
-        return self._metrics
 
     # -------------------------------------------------------------------------- unit of work
 
