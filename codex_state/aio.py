@@ -35,7 +35,10 @@ from sqlalchemy.orm import Session
 
 from codex_state.clock import Clock
 from codex_state.engine import (
+    POOL_TIMEOUT_SECONDS,
+    POSTGRESQL_LOCK_TIMEOUT_SECONDS,
     WRITE_SESSION_OPTIONS,
+    EngineSettings,
     SharedMemoryConnection,
     is_sqlite_memory,
     make_async_engine,
@@ -138,13 +141,17 @@ class AsyncStateRuntime(Facade):
         *,
         metrics: Metrics | None = None,
         clock: Clock | None = None,
+        pool_size: int | None = None,
+        pool_timeout: float = POOL_TIMEOUT_SECONDS,
     ) -> Self:
         """Open (creating and migrating) `<codex_home>/state_4.sqlite`, as `StateRuntime.init`.
 
         The filesystem work and the schema check run in a worker thread.
         """
+        settings = EngineSettings(pool_size=pool_size, pool_timeout=pool_timeout)
         home, url, existed = await asyncio.to_thread(prepare_codex_home, codex_home, metrics)
-        db = await cls._open(url, str(url.database), default_provider, home, metrics, clock)
+        database = str(url.database)
+        db = await cls._open(url, database, default_provider, home, metrics, clock, settings)
         if not existed:
             count(metrics, METRIC_DB_INIT, {"status": "created"})
         return db
@@ -157,11 +164,16 @@ class AsyncStateRuntime(Facade):
         *,
         metrics: Metrics | None = None,
         clock: Clock | None = None,
+        pool_size: int | None = None,
+        pool_timeout: float = POOL_TIMEOUT_SECONDS,
+        lock_timeout: float = POSTGRESQL_LOCK_TIMEOUT_SECONDS,
     ) -> Self:
         """Open any URL `StateRuntime.from_url` takes (`sqlite://`, `sqlite:///path`,
-        `postgresql+psycopg://...`); the async driver is chosen for it."""
+        `postgresql+psycopg://...`); the async driver is chosen for it. The pool and lock
+        settings are `StateRuntime.from_url`'s (`codex_state.engine.EngineSettings`)."""
+        settings = EngineSettings(pool_size, pool_timeout, lock_timeout)
         parsed, shown = parse_open_url(url, metrics)
-        db = await cls._open(parsed, shown, default_provider, None, metrics, clock)
+        db = await cls._open(parsed, shown, default_provider, None, metrics, clock, settings)
         if db._created:
             count(metrics, METRIC_DB_INIT, {"status": "created"})
         return db
@@ -175,6 +187,7 @@ class AsyncStateRuntime(Facade):
         codex_home: Path | None,
         metrics: Metrics | None,
         clock: Clock | None,
+        settings: EngineSettings,
     ) -> Self:
         shared: SharedMemoryConnection | None = None
         try:
@@ -182,8 +195,8 @@ class AsyncStateRuntime(Facade):
                 memory_engine, engine, shared = shared_memory_engines(url)
                 make: Callable[[], Engine] = lambda: memory_engine  # noqa: E731
             else:
-                engine = make_async_engine(url)
-                make = lambda: make_engine(url)  # noqa: E731
+                engine = make_async_engine(url, settings)
+                make = lambda: make_engine(url, settings)  # noqa: E731
         except StateError:
             count(metrics, METRIC_DB_INIT, {"status": "open_error"})
             raise

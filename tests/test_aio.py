@@ -22,6 +22,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, 
 from sqlalchemy.orm import Session
 
 from codex_state import (
+    InvalidInputError,
     LogQuery,
     Phase1ClaimKind,
     StateDbOpenError,
@@ -35,6 +36,7 @@ from codex_state.operations import Operation, operations
 from codex_state.orm import memory_phase1_jobs
 from codex_state.repositories.jobs import Phase1JobRepository
 from tests.benchmarks.common import make_thread
+from tests.conftest import Backend
 from tests.entries import LOOP, AsyncEntry
 from tests.memory_support import SCOPE
 from tests.operation_calls import sample_calls
@@ -532,3 +534,27 @@ def test_the_asyncio_page_examples_run(scratch_home: Path) -> None:
     namespace: dict[str, object] = {"__name__": "docs_asyncio"}
     for number, block in enumerate(blocks, 1):
         exec(compile(block, f"docs/asyncio.md:block{number}", "exec"), namespace)
+
+
+def test_engine_settings_reach_the_async_pools(shared_backend: Backend) -> None:
+    """`pool_size`, `pool_timeout` and `lock_timeout` mean the same as on `StateRuntime`."""
+
+    async def scenario() -> tuple[int, float, int, str | None]:
+        db = await AsyncStateRuntime.from_url(
+            shared_backend.url, "p", pool_size=2, pool_timeout=1.5, lock_timeout=0.25
+        )
+        async with db:
+            pool = db.engine.sync_engine.pool
+            sync_pool = db.sync_runtime().engine.pool
+            shown = None
+            if shared_backend.is_postgres:
+                async with db.engine.connect() as connection:
+                    shown = (await connection.exec_driver_sql("SHOW lock_timeout")).scalar()
+            return pool.size(), pool.timeout(), sync_pool.size(), shown  # type: ignore[attr-defined]
+
+    size, timeout, sync_size, lock = asyncio.run(scenario())
+    assert (size, timeout, sync_size) == (2, 1.5, 2)
+    if shared_backend.is_postgres:
+        assert lock == "250ms"
+    with pytest.raises(InvalidInputError, match="pool_size"):
+        asyncio.run(AsyncStateRuntime.from_url(shared_backend.url, "p", pool_size=0))
