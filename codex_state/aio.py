@@ -48,8 +48,6 @@ from codex_state.engine import (
 from codex_state.errors import StateError, translate_db_errors
 from codex_state.metrics import METRIC_DB_INIT, Metrics, count
 from codex_state.operations import Facade, Operation
-from codex_state.repositories.base import Repository
-from codex_state.repositories.threads import ThreadRepository
 from codex_state.runtime import (
     RETRY_INTERVAL,
     RETRY_SECONDS,
@@ -66,7 +64,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncStateRuntime"]
 
 T = TypeVar("T")
-RepositoryT = TypeVar("RepositoryT", bound=Repository)
 
 
 class AsyncStateRuntime(Facade):
@@ -317,20 +314,6 @@ class AsyncStateRuntime(Facade):
         on the event loop. It must be safe to run again, as for `StateRuntime`.
         """
         return await self._transact("run_in_transaction", work, write)
-
-    def repository(self, cls: type[RepositoryT], session: Session) -> RepositoryT:
-        """`cls(session)` with this runtime's clock (and provider and metrics for threads).
-
-        `session` is the sync `Session` that `run_sync` hands its function.
-        """
-        if cls is ThreadRepository:
-            return cls(  # type: ignore[call-arg]
-                session,
-                clock=self._clock,
-                default_provider=self._default_provider,
-                metrics=self._metrics,
-            )
-        return cls(session, clock=self._clock)
 
     def _bind(self, operation: Operation[Any, Any, Any]) -> Callable[..., Any]:
         method, repository, write, name = (

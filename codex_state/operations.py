@@ -14,6 +14,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
+from sqlalchemy.orm import Session
+
+from codex_state.clock import Clock
 from codex_state.metrics import Metrics
 from codex_state.repositories.backfill import BackfillRepository
 from codex_state.repositories.base import Repository
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 R = TypeVar("R", bound=Repository)
+RepositoryT = TypeVar("RepositoryT", bound=Repository)
 
 
 class Operation(Generic[R, P, T]):
@@ -157,7 +161,23 @@ class Facade(Operations):
     _codex_home: Path | None
     _default_provider: str
     _metrics: Metrics | None
+    _clock: Clock | None
     _closed: bool
+
+    def repository(self, cls: type[RepositoryT], session: Session) -> RepositoryT:
+        """`cls(session)` with this runtime's clock (and provider and metrics for threads).
+
+        `session` is a synchronous `Session` (for the async runtime, the one `run_sync` hands
+        its function).
+        """
+        if cls is ThreadRepository:
+            return cls(  # type: ignore[call-arg]
+                session,
+                clock=self._clock,
+                default_provider=self._default_provider,
+                metrics=self._metrics,
+            )
+        return cls(session, clock=self._clock)
 
     @property
     def closed(self) -> bool:

@@ -41,8 +41,6 @@ from codex_state.migrations import ensure_schema
 from codex_state.operations import Facade, Operation
 from codex_state.paths import remove_legacy_state_files, state_db_path
 from codex_state.pool import FairLock
-from codex_state.repositories.base import Repository
-from codex_state.repositories.threads import ThreadRepository
 
 __all__ = ["Metrics", "StateRuntime"]
 
@@ -56,7 +54,6 @@ _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, d
 _RECONNECT_PAUSE_MAX = 0.5  # a lost connection's reruns back off to this
 
 T = TypeVar("T")
-RepositoryT = TypeVar("RepositoryT", bound=Repository)
 
 
 class StateRuntime(Facade):
@@ -219,17 +216,6 @@ class StateRuntime(Facade):
         but effects outside the database (files, messages) were not.
         """
         return self._transact("run_in_transaction", work, write)
-
-    def repository(self, cls: type[RepositoryT], session: Session) -> RepositoryT:
-        """`cls(session)` with this runtime's clock (and provider and metrics for threads)."""
-        if cls is ThreadRepository:
-            return cls(  # type: ignore[call-arg]
-                session,
-                clock=self._clock,
-                default_provider=self._default_provider,
-                metrics=self._metrics,
-            )
-        return cls(session, clock=self._clock)
 
     def _bind(self, operation: Operation[Any, Any, Any]) -> Callable[..., Any]:
         method, repository, write, name = (
